@@ -1,0 +1,155 @@
+"""Connections to the monitored backends, and which job systems live on each.
+
+A backend is one Redis database or one RabbitMQ vhost. It owns the client (one
+connection pool shared by every adapter on it), maps the client library's
+exceptions to ``BackendUnavailable`` at one boundary, and discovers which job
+systems are present so the user never has to list them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import pika
+import pika.exceptions
+import redis
+
+from ._redis import redis_errors
+from .base import Adapter
+from .errors import BackendUnavailable, NotFound
+from .rq import RQAdapter
+
+log = logging.getLogger(__name__)
+
+# Quiet pika: a RabbitMQ that is down is a state we show, not a log flood.
+logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class Backend:
+    """One Redis database or RabbitMQ vhost and the adapters that read it."""
+
+    kind: ClassVar[str]
+    adapter_classes: ClassVar[tuple[type[Adapter], ...]] = ()
+
+    def __init__(self, *, name: str, url: str) -> None:
+        self.name = name
+        self.url = url
+        self._adapters: dict[str, Adapter] = {}
+
+    @property
+    def redacted_url(self) -> str:
+        return redact_url(self.url)
+
+    def probe(self) -> list[Adapter]:
+        """Check the backend answers; return the adapters of the systems found on it."""
+        raise NotImplementedError
+
+    def adapter(self, system: str) -> Adapter:
+        """The adapter for ``system`` on this backend. Raises NotFound."""
+        if system not in self._adapters:
+            for cls in self.adapter_classes:
+                if cls.system == system:
+                    self._adapters[system] = self._make(cls)
+                    break
+            else:
+                raise NotFound(f"backend {self.name!r} has no system {system!r}")
+        return self._adapters[system]
+
+    def _make(self, cls: type[Adapter]) -> Adapter:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class RedisBackend(Backend):
+    kind = "redis"
+    adapter_classes = (RQAdapter,)
+
+    def __init__(self, *, name: str, url: str, client: redis.Redis | None = None, timeout: float = 3.0) -> None:
+        super().__init__(name=name, url=url)
+        self.client = client or redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+            max_connections=64,
+        )
+
+    def _make(self, cls: type[Adapter]) -> Adapter:
+        return cls(backend=self.name, client=self.client)  # type: ignore[call-arg]
+
+    def probe(self) -> list[Adapter]:
+        with redis_errors(f"Redis {self.redacted_url}"):
+            self.client.ping()
+            found = [cls for cls in self.adapter_classes if cls.detect(self.client)]  # type: ignore[attr-defined]
+        return [self.adapter(cls.system) for cls in found]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class RabbitBackend(Backend):
+    kind = "rabbitmq"
+    adapter_classes = ()  # Dramatiq, Celery and plain-queue adapters plug in here.
+
+    def __init__(self, *, name: str, url: str, timeout: float = 3.0) -> None:
+        super().__init__(name=name, url=url)
+        self.timeout = timeout
+
+    def parameters(self) -> pika.URLParameters:
+        params = pika.URLParameters(self.url)
+        params.socket_timeout = self.timeout
+        params.blocked_connection_timeout = self.timeout
+        params.stack_timeout = self.timeout
+        params.connection_attempts = 1
+        params.retry_delay = 0
+        return params
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[pika.BlockingConnection]:
+        """A short-lived AMQP connection; pika connections are not thread-safe."""
+        try:
+            conn = pika.BlockingConnection(self.parameters())
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            raise BackendUnavailable(f"RabbitMQ {self.redacted_url} is unreachable: {exc!r}") from exc
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _make(self, cls: type[Adapter]) -> Adapter:
+        return cls(backend=self.name, rabbit=self)  # type: ignore[call-arg]
+
+    def probe(self) -> list[Adapter]:
+        with self.connection():
+            pass
+        return []
+
+
+def connect(kind: str, *, name: str, url: str) -> Backend:
+    """A backend of ``kind`` ("redis" or "rabbitmq"). Connects lazily: never raises for a down server."""
+    if kind == "redis":
+        return RedisBackend(name=name, url=url)
+    if kind == "rabbitmq":
+        return RabbitBackend(name=name, url=url)
+    raise ValueError(f"unknown backend kind {kind!r}")

@@ -1,0 +1,184 @@
+"""The adapter contract: what every job system looks like to the app.
+
+An adapter reads one job system's storage on one backend (a Redis database or a
+RabbitMQ vhost) and answers with the frozen values below, never with raw Redis
+replies or broker dicts. It raises only the errors in ``adapters.errors``.
+
+Reads never write. Moves (requeue, delete, purge) are atomic per chunk or
+at-least-once, never lossy. Counts cost O(1) per queue; lists cost O(page).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Generic, TypeVar, Union
+
+from .errors import NotFound
+
+T = TypeVar("T")
+
+
+class _All:
+    """The selection "every failed job of the queue" (as opposed to a list of ids)."""
+
+    _instance: ClassVar[_All | None] = None
+
+    def __new__(cls) -> _All:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ALL"
+
+
+ALL = _All()
+Selection = Union[Sequence[str], _All]
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Counts for one queue; ``None`` where the system cannot know."""
+
+    backend: str
+    system: str
+    name: str
+    depth: int | None  # waiting, ready to run
+    in_progress: int | None
+    scheduled: int | None  # scheduled, deferred or delayed: waiting for a time or a dependency
+    failed: int | None  # failed registry or dead letters
+    workers: int | None  # live workers listening to this queue
+    oldest_age_seconds: float | None  # age of the oldest waiting job
+    # More counts the system keeps, shown on the queue page: (label, value) pairs.
+    details: tuple[tuple[str, int | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One worker process as its system registers it."""
+
+    backend: str
+    system: str
+    name: str
+    hostname: str | None
+    pid: int | None
+    queues: tuple[str, ...]
+    state: str  # the system's own word: busy, idle, suspended, ... or "dead"
+    alive: bool
+    last_heartbeat: datetime | None
+    current_job: str | None
+    started_at: datetime | None = None
+    successful_jobs: int | None = None
+    failed_jobs: int | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    """One row of a failed-jobs (or dead-letter) list."""
+
+    id: str
+    function: str | None
+    args_preview: str
+    error_type: str | None
+    error_message: str | None
+    failed_at: datetime | None
+    attempts: int | None
+
+
+@dataclass(frozen=True)
+class JobDetail(FailedJob):
+    """Everything known about one job; args and kwargs are safe display values."""
+
+    queue: str = ""
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    traceback: str | None = None
+    payload_encoding: str = "unknown"
+    payload_error: str | None = None  # why the payload could not be decoded, with its size
+    status: str | None = None
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    worker: str | None = None
+    # Further fields the system keeps (timeouts, ttl, retries left...): (label, text).
+    details: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """A page of a list. ``next_cursor`` is opaque; ``None`` on the last page."""
+
+    items: tuple[T, ...]
+    total: int | None
+    next_cursor: str | None
+    prev_cursor: str | None = None  # None on the first page
+    offset: int = 0  # rank of the first item, where the list has ranks
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What a requeue, delete or purge did."""
+
+    affected: int
+    not_found: tuple[str, ...] = ()
+
+
+class Adapter(abc.ABC):
+    """One job system on one backend.
+
+    Subclasses set ``system`` and ``label`` and implement every method; the
+    contract tests in ``tests/contract.py`` run against each of them.
+    Constructors are keyword-only and take the backend's name and an injected
+    client, so one connection pool serves every system on a backend.
+    """
+
+    system: ClassVar[str]  # "rq" | "celery" | "dramatiq" | "arq" | "amqp"
+    label: ClassVar[str]  # how the UI names the system: "RQ"
+    # What the failed list is called in this system ("Failed", "Dead letters").
+    failed_label: ClassVar[str] = "Failed"
+
+    def __init__(self, *, backend: str) -> None:
+        self.backend = backend
+
+    @abc.abstractmethod
+    def queues(self) -> list[QueueStats]:
+        """Every queue of this system, found without being told, with its counts."""
+
+    @abc.abstractmethod
+    def workers(self) -> list[Worker]:
+        """Every worker the system has registered, alive or recently dead."""
+
+    def overview(self) -> tuple[list[QueueStats], list[Worker]]:
+        """Queues and workers together: what one snapshot needs. Override to share reads."""
+        return self.queues(), self.workers()
+
+    @abc.abstractmethod
+    def failed(self, queue: str, limit: int, cursor: str | None = None) -> Page[FailedJob]:
+        """Failed jobs of ``queue``, newest first, one page from ``cursor``."""
+
+    @abc.abstractmethod
+    def job(self, queue: str, job_id: str) -> JobDetail:
+        """One job in full. Raises NotFound if it is gone."""
+
+    @abc.abstractmethod
+    def requeue(self, queue: str, ids: Selection) -> ActionResult:
+        """Move failed jobs back to their queue so a worker runs them again."""
+
+    @abc.abstractmethod
+    def delete(self, queue: str, ids: Selection) -> ActionResult:
+        """Remove failed jobs and their data."""
+
+    @abc.abstractmethod
+    def purge(self, queue: str) -> ActionResult:
+        """Remove the waiting jobs of ``queue`` (never its failed jobs)."""
+
+    def queue(self, name: str) -> QueueStats:
+        """One queue's counts. Raises NotFound. Adapters may do this cheaper."""
+        for stats in self.queues():
+            if stats.name == name:
+                return stats
+        raise NotFound(f"no {self.label} queue named {name!r}")
+

@@ -1,0 +1,21 @@
+"""The only exceptions an adapter lets out.
+
+Every adapter maps its client library's exceptions (redis-py, pika, HTTP) to
+these at one boundary, so the app never has to know which library failed.
+"""
+
+
+class AdapterError(Exception):
+    """Base of every error an adapter raises."""
+
+
+class BackendUnavailable(AdapterError):
+    """The backend did not answer, refused us, or answered nonsense."""
+
+
+class NotFound(AdapterError):
+    """The queue or job does not exist (any more)."""
+
+
+class Unsupported(AdapterError):
+    """The system cannot do this, or cannot do it for this job; the message says why."""

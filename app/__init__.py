@@ -1,0 +1,64 @@
+"""queuewatch: one dashboard for RQ, Celery, Dramatiq and Arq on Redis and RabbitMQ.
+
+``create_app`` builds the Flask app: defaults, then ``QUEUEWATCH_*`` from the
+environment, then the caller's overrides (the CLI's flags, or a test's).
+"""
+
+from __future__ import annotations
+
+import atexit
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from . import config, csrf, filters
+from .monitor import Monitor
+from .sampler import Sampler
+from .state import StateStore
+
+__version__ = "0.1.0"
+
+
+def _asset_dir(name: str) -> str:
+    """templates/ and static/ sit beside the package when installed, one level up in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / name, here.parent / name):
+        if candidate.is_dir():
+            return str(candidate)
+    raise RuntimeError(f"queuewatch is installed without its {name}/ directory")
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, template_folder=_asset_dir("templates"), static_folder=_asset_dir("static"))
+    app.config.from_mapping(config.DEFAULTS)
+    app.config.from_prefixed_env("QUEUEWATCH")
+    if test_config:
+        app.config.from_mapping(test_config)
+
+    app.config["POLL"] = float(app.config["POLL"])
+    if app.config["POLL"] <= 0:
+        raise ValueError("--poll must be a positive number of seconds")
+    specs = config.parse_backends(config.split_specs(app.config["REDIS"]), config.split_specs(app.config["RABBITMQ"]))
+    state = StateStore(app.config["STATE"] or config.default_state_path())
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = state.secret_key()
+
+    monitor = Monitor(specs, poll=app.config["POLL"])
+    sampler = Sampler(monitor, interval=app.config["POLL"])
+    app.extensions["queuewatch.state"] = state
+    app.extensions["queuewatch.monitor"] = monitor
+    app.extensions["queuewatch.sampler"] = sampler
+
+    csrf.init_app(app)
+    filters.init_app(app)
+    from .views import api, health, pages
+
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+
+    if app.config["SAMPLER"]:
+        sampler.start()
+        atexit.register(sampler.stop)
+    return app

@@ -1,0 +1,83 @@
+"""Configuration defaults and the parsing of backend specs.
+
+Every setting can come from the command line, from a ``QUEUEWATCH_*``
+environment variable, or from ``create_app(test_config)``. Backend specs are
+``[NAME=]URL``; names default to the kind (``redis``, then ``redis-2``...).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_REDIS = "redis://localhost:6379/0"
+DEFAULT_RABBITMQ = "amqp://guest:guest@localhost:5672/%2F"
+DEFAULTS = {
+    "REDIS": [DEFAULT_REDIS],
+    "RABBITMQ": [DEFAULT_RABBITMQ],
+    "STATE": None,  # resolved by default_state_path()
+    "POLL": 5.0,  # seconds between snapshots, and between page refreshes
+    "SAMPLER": False,  # `queuewatch serve` turns the background sampler on
+    "PAGE_SIZE": 50,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_NAME": "queuewatch_session",
+}
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+DISABLED = {"", "none", "off"}
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    kind: str  # "redis" | "rabbitmq"
+    url: str
+
+
+def split_specs(value: str | Iterable[str] | None) -> list[str]:
+    """A list of specs from a list, or from one string separated by commas or spaces."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    return [part for item in items for part in re.split(r"[,\s]+", item.strip()) if part]
+
+
+def parse_backends(redis: Iterable[str], rabbitmq: Iterable[str]) -> list[BackendSpec]:
+    """Named backend specs; ``none`` (or an empty value) turns a kind off. Raises ValueError."""
+    specs: list[BackendSpec] = []
+    taken: set[str] = set()
+    for kind, values, schemes in (("redis", redis, ("redis", "rediss", "unix")), ("rabbitmq", rabbitmq, ("amqp", "amqps"))):
+        for value in values:
+            if value.strip().lower() in DISABLED:
+                continue
+            name, url = _split_name(value)
+            scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+            if scheme not in schemes:
+                raise ValueError(f"--{kind} {value!r}: expected a {' or '.join(s + '://' for s in schemes)} URL")
+            if name is None:
+                name = kind
+                n = 2
+                while name in taken:
+                    name, n = f"{kind}-{n}", n + 1
+            if name in taken:
+                raise ValueError(f"backend name {name!r} is used twice")
+            taken.add(name)
+            specs.append(BackendSpec(name=name, kind=kind, url=url))
+    return specs
+
+
+def _split_name(value: str) -> tuple[str | None, str]:
+    head, sep, tail = value.partition("=")
+    if sep and "://" not in head and _NAME.match(head):
+        return head, tail
+    return None, value
+
+
+def default_state_path() -> Path:
+    """Where the SQLite state store lives when --state is not given."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "queuewatch" / "queuewatch.sqlite3"

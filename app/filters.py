@@ -1,0 +1,61 @@
+"""Template helpers: numbers, times and durations the way an operator reads them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import Flask, Response
+
+from queuewatch.adapters import payload
+
+
+def number(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def duration(seconds: float | None) -> str:
+    """3s, 4m 10s, 2h 5m, 3d 4h."""
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if seconds >= size:
+            rest = (seconds % size) // sub_size
+            return f"{seconds // size}{unit}" + (f" {rest}{sub}" if rest else "")
+    return f"{seconds}s"
+
+
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    if moment is None:
+        return "—"
+    delta = ((now or datetime.now(timezone.utc)) - moment).total_seconds()
+    return "just now" if abs(delta) < 1 else (f"{duration(delta)} ago" if delta > 0 else f"in {duration(-delta)}")
+
+
+def isotime(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def display(value: object) -> str:
+    """A decoded argument as readable text (never code): pickled objects as module.Class(...)."""
+    return payload.render(value, limit=20_000)
+
+
+def security_headers(response: Response) -> Response:
+    """Defaults every page gets; job data never lands in a shared cache."""
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+    )
+    if response.mimetype in ("text/html", "application/json"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.filters.update(number=number, duration=duration, ago=ago, isotime=isotime, display=display)
+    app.after_request(security_headers)

@@ -1,0 +1,119 @@
+"""JSON API v1 (DESIGN.md): queues, workers, failed jobs, and the actions on them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from queuewatch.adapters.errors import AdapterError
+
+from .. import actions, serialize
+from . import BadRequest, code_of, monitor, page_limit, selection, status_of
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+QUEUE = "/queues/<backend>/<system>/<path:queue>"
+
+
+def error(status: int, code: str, message: str) -> tuple[Response, int]:
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+@bp.errorhandler(AdapterError)
+def adapter_error(exc: AdapterError) -> tuple[Response, int]:
+    return error(status_of(exc), code_of(exc), str(exc))
+
+
+@bp.errorhandler(BadRequest)
+def bad_request(exc: BadRequest) -> tuple[Response, int]:
+    return error(400, "bad_request", str(exc))
+
+
+@bp.errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> tuple[Response, int]:
+    code = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+    return error(exc.code or 500, code.get(exc.code or 500, "error"), exc.description or exc.name)
+
+
+def json_body() -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise BadRequest("send a JSON body with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+@bp.get("/backends")
+def backends() -> Response:
+    """Every configured backend, up or down, and the systems found on it."""
+    return jsonify({"backends": [serialize.backend_json(b) for b in monitor().snapshot().backends]})
+
+
+@bp.get("/queues")
+def queues() -> Response:
+    """Every queue of every system on every backend."""
+    return jsonify({"queues": [serialize.queue_json(q) for q in monitor().snapshot().queues]})
+
+
+@bp.get(QUEUE)
+def queue(backend: str, system: str, queue: str) -> Response:
+    """One queue's counts."""
+    return jsonify(serialize.queue_json(monitor().queue(backend, system, queue)))
+
+
+@bp.get("/workers")
+def workers() -> Response:
+    """Every registered worker, alive or dead."""
+    return jsonify({"workers": [serialize.worker_json(w) for w in monitor().snapshot().workers]})
+
+
+@bp.get(QUEUE + "/failed")
+def failed(backend: str, system: str, queue: str) -> Response:
+    """One page of a queue's failed jobs, newest first."""
+    limit = page_limit(request.args.get("limit"), 50)
+    cursor = request.args.get("cursor") or None
+    adapter = monitor().adapter(backend, system)
+    page = monitor().shared(
+        ("failed", backend, system, queue, limit, cursor), lambda: adapter.failed(queue, limit, cursor)
+    )
+    return jsonify(
+        {
+            "jobs": [serialize.failed_json(j) for j in page.items],
+            "total": page.total,
+            "next_cursor": page.next_cursor,
+            "prev_cursor": page.prev_cursor,
+            "offset": page.offset,
+        }
+    )
+
+
+@bp.get(QUEUE + "/jobs/<path:job_id>")
+def job(backend: str, system: str, queue: str, job_id: str) -> Response:
+    """One job in full: decoded args, traceback."""
+    return jsonify(serialize.job_json(monitor().adapter(backend, system).job(queue, job_id)))
+
+
+@bp.post(QUEUE + "/failed/requeue")
+def requeue(backend: str, system: str, queue: str) -> Response:
+    """Move failed jobs back to their queue."""
+    body = json_body()
+    result = actions.perform(monitor(), backend, system, queue, "requeue", selection(body.get("ids"), body.get("all")))
+    return jsonify({"requeued": result.affected, "not_found": list(result.not_found)})
+
+
+@bp.post(QUEUE + "/failed/delete")
+def delete(backend: str, system: str, queue: str) -> Response:
+    """Delete failed jobs."""
+    body = json_body()
+    result = actions.perform(monitor(), backend, system, queue, "delete", selection(body.get("ids"), body.get("all")))
+    return jsonify({"deleted": result.affected, "not_found": list(result.not_found)})
+
+
+@bp.post(QUEUE + "/purge")
+def purge(backend: str, system: str, queue: str) -> Response:
+    """Remove a queue's waiting jobs (never its failed jobs)."""
+    json_body()
+    result = actions.perform(monitor(), backend, system, queue, "purge")
+    return jsonify({"purged": result.affected})

@@ -1,0 +1,133 @@
+"""Fixtures: real Redis and RabbitMQ (skipped locally if absent, an error in
+CI), the Flask app, and real RQ workers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from queuewatch import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def require_service(port: int, what: str) -> None:
+    if not port_open(port):
+        message = f"{what} is not running on 127.0.0.1:{port} (make test starts it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def redis_db(request: pytest.FixtureRequest) -> Iterator[int]:
+    """An empty Redis database for this test (number from the test's marker, default 9)."""
+    require_service(REDIS_PORT, "Redis")
+    marker = request.node.get_closest_marker("redis_db")
+    db = marker.args[0] if marker else 9
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
+    client.flushdb()
+    yield db
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def redis_url(redis_db: int) -> str:
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+
+
+@pytest.fixture
+def r(redis_db: int) -> Iterator[redis.Redis]:
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=redis_db)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def app(redis_url: str, tmp_path: Path):
+    app = create_app(
+        {
+            "TESTING": True,
+            "REDIS": [redis_url],
+            "RABBITMQ": ["none"],
+            "STATE": str(tmp_path / "state.sqlite3"),
+            "POLL": 0.01,  # every request reads fresh; sharing has its own test
+        }
+    )
+    yield app
+    app.extensions["queuewatch.monitor"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def csrf_token(client) -> str:
+    """The session's CSRF token, as a page would embed it."""
+    client.get("/")
+    with client.session_transaction() as session:
+        return session["csrf"]
+
+
+def redis_digest(client: redis.Redis) -> dict[bytes, str]:
+    """Every key's type, value (DUMP) and whether it has a TTL: equal digests mean nothing was written."""
+    digest = {}
+    for key in client.scan_iter(count=1000):
+        dumped = client.dump(key) or b""
+        ttl = client.pttl(key)
+        digest[key] = hashlib.sha256(dumped).hexdigest() + (":ttl" if ttl > 0 else ":none")
+    return digest
+
+
+def rq_bin() -> str:
+    return str(Path(sys.executable).with_name("rq"))
+
+
+def run_rq_worker(redis_url: str, *queues: str, serializer: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """A real ``rq worker --burst`` over ``queues``; returns when the queues are empty."""
+    cmd = [rq_bin(), "worker", "--burst", "--url", redis_url, "--worker-class", "rq.worker.SimpleWorker"]
+    if serializer:
+        cmd += ["--serializer", serializer]
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    return subprocess.run([*cmd, *queues], env=env, capture_output=True, text=True, timeout=timeout, check=True)
+
+
+def rq1_python() -> str:
+    """Python of the RQ 1.16 environment that `make test` builds."""
+    path = ROOT / ".venv-rq1" / "bin" / "python"
+    if not path.exists():
+        message = f"{path} is missing: `make test` builds it"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(path)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "redis_db(n): the Redis database number the test uses")

@@ -1,0 +1,162 @@
+"""The adapter contract as tests: every adapter's test class inherits these.
+
+A subclass provides two fixtures: ``adapter`` (the adapter under test, on a
+real backend) and ``jobs`` (a ``JobFactory`` that makes real jobs with the
+system's own library and runs its real workers). Queue names are awkward on
+purpose.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from datetime import timedelta
+
+import pytest
+
+from queuewatch.adapters.base import ALL, Adapter, FailedJob, JobDetail, QueueStats
+from queuewatch.adapters.errors import NotFound
+
+
+class JobFactory(abc.ABC):
+    """Makes jobs in ``queue`` with the real library and runs its real worker."""
+
+    queue: str
+
+    @abc.abstractmethod
+    def failed(self, n: int) -> list[str]:
+        """``n`` jobs that a real worker ran and failed; they succeed once ``allow()`` was called."""
+
+    @abc.abstractmethod
+    def waiting(self, n: int) -> list[str]:
+        """``n`` jobs waiting in the queue."""
+
+    @abc.abstractmethod
+    def allow(self) -> None:
+        """From now on the failing jobs succeed when run."""
+
+    @abc.abstractmethod
+    def run_worker(self) -> None:
+        """Run a real worker until the queue is empty."""
+
+    @abc.abstractmethod
+    def succeeded(self, job_id: str) -> bool:
+        """Whether the system records ``job_id`` as having run successfully."""
+
+    @abc.abstractmethod
+    def digest(self) -> object:
+        """A value that changes if anything in the backend changes."""
+
+
+class AdapterContract:
+    def stats(self, adapter: Adapter, queue: str) -> QueueStats:
+        return adapter.queue(queue)
+
+    def test_implements_the_whole_interface(self, adapter: Adapter) -> None:
+        assert isinstance(adapter, Adapter)
+        assert adapter.system and adapter.label
+        missing = [name for name in Adapter.__abstractmethods__ if getattr(type(adapter), name) is getattr(Adapter, name)]
+        assert missing == []
+        assert inspect.ismethod(getattr(type(adapter), "detect", None)), "adapters say whether their system is present"
+
+    def test_failed_jobs_are_counted_and_listed(self, adapter: Adapter, jobs: JobFactory) -> None:
+        ids = jobs.failed(3)
+        stats = self.stats(adapter, jobs.queue)
+        assert stats.failed == 3
+        assert stats.name == jobs.queue and stats.system == adapter.system
+        assert jobs.queue in [q.name for q in adapter.queues()]
+        page = adapter.failed(jobs.queue, limit=10)
+        assert sorted(j.id for j in page.items) == sorted(ids)
+        assert page.total == 3 and page.next_cursor is None
+        assert all(isinstance(j, FailedJob) and j.error_type and j.failed_at for j in page.items)
+
+    def test_failed_pages_cover_every_job_once_newest_first(self, adapter: Adapter, jobs: JobFactory) -> None:
+        ids = jobs.failed(5)
+        seen, cursor, pages = [], None, 0
+        while True:
+            page = adapter.failed(jobs.queue, limit=2, cursor=cursor)
+            seen += page.items
+            pages += 1
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert pages == 3
+        assert sorted(j.id for j in seen) == sorted(ids)
+        # Newest first, to the precision the system keeps: RQ scores its
+        # failed registry in whole seconds, so jobs of the same second tie.
+        times = [j.failed_at for j in seen]
+        assert all(later <= earlier + timedelta(seconds=1) for earlier, later in zip(times, times[1:]))
+
+    def test_job_detail_has_args_and_traceback(self, adapter: Adapter, jobs: JobFactory) -> None:
+        [job_id] = jobs.failed(1)
+        detail = adapter.job(jobs.queue, job_id)
+        assert isinstance(detail, JobDetail)
+        assert detail.id == job_id and detail.queue == jobs.queue
+        assert detail.args or detail.kwargs
+        assert detail.traceback and detail.error_type in detail.traceback
+
+    def test_a_job_that_does_not_exist_is_not_found(self, adapter: Adapter, jobs: JobFactory) -> None:
+        jobs.failed(1)
+        with pytest.raises(NotFound):
+            adapter.job(jobs.queue, "no-such-job-id")
+
+    def test_requeued_job_is_run_by_a_real_worker(self, adapter: Adapter, jobs: JobFactory) -> None:
+        [job_id] = jobs.failed(1)
+        jobs.allow()
+        result = adapter.requeue(jobs.queue, [job_id])
+        assert (result.affected, result.not_found) == (1, ())
+        assert self.stats(adapter, jobs.queue).failed == 0
+        jobs.run_worker()
+        assert jobs.succeeded(job_id)
+
+    def test_requeue_twice_does_not_enqueue_twice(self, adapter: Adapter, jobs: JobFactory) -> None:
+        [job_id] = jobs.failed(1)
+        adapter.requeue(jobs.queue, [job_id])
+        again = adapter.requeue(jobs.queue, [job_id])
+        assert (again.affected, again.not_found) == (0, (job_id,))
+        assert self.stats(adapter, jobs.queue).depth == 1
+
+    def test_requeue_all_moves_every_failed_job(self, adapter: Adapter, jobs: JobFactory) -> None:
+        jobs.failed(7)
+        result = adapter.requeue(jobs.queue, ALL)
+        assert result.affected == 7
+        stats = self.stats(adapter, jobs.queue)
+        assert (stats.failed, stats.depth) == (0, 7)
+
+    def test_delete_removes_only_the_selected_jobs(self, adapter: Adapter, jobs: JobFactory) -> None:
+        first, *rest = jobs.failed(3)
+        result = adapter.delete(jobs.queue, [first, "no-such-job-id"])
+        assert (result.affected, result.not_found) == (1, ("no-such-job-id",))
+        with pytest.raises(NotFound):
+            adapter.job(jobs.queue, first)
+        assert sorted(j.id for j in adapter.failed(jobs.queue, limit=10).items) == sorted(rest)
+
+    def test_delete_all_empties_the_failed_list_and_nothing_else(self, adapter: Adapter, jobs: JobFactory) -> None:
+        jobs.failed(4)
+        jobs.waiting(2)
+        assert adapter.delete(jobs.queue, ALL).affected == 4
+        stats = self.stats(adapter, jobs.queue)
+        assert (stats.failed, stats.depth) == (0, 2)
+
+    def test_purge_removes_waiting_jobs_and_keeps_failed_ones(self, adapter: Adapter, jobs: JobFactory) -> None:
+        jobs.failed(2)
+        jobs.waiting(3)
+        assert adapter.purge(jobs.queue).affected == 3
+        stats = self.stats(adapter, jobs.queue)
+        assert (stats.depth, stats.failed) == (0, 2)
+
+    def test_reads_never_write(self, adapter: Adapter, jobs: JobFactory) -> None:
+        ids = jobs.failed(3)
+        jobs.waiting(2)
+        before = jobs.digest()
+        adapter.queues()
+        adapter.workers()
+        adapter.overview()
+        adapter.queue(jobs.queue)
+        adapter.failed(jobs.queue, limit=2)
+        adapter.failed(jobs.queue, limit=2, cursor=adapter.failed(jobs.queue, limit=2).next_cursor)
+        for job_id in ids:
+            adapter.job(jobs.queue, job_id)
+        with pytest.raises(NotFound):
+            adapter.job(jobs.queue, "no-such-job-id")
+        assert jobs.digest() == before
