@@ -25,7 +25,7 @@ from typing import Any
 
 import msgpack
 
-ELLIPSIS = "…"
+_ELLIPSIS = "…"
 
 
 class PayloadError(ValueError):
@@ -111,13 +111,6 @@ def _complete(obj: PickledObject, **fields: Any) -> None:
         object.__setattr__(obj, name, value)
 
 
-def _hash_parts(value: Any) -> tuple | None:
-    """What hash(value) hashes again on each call: a tuple's items, an object's args."""
-    if isinstance(value, tuple):
-        return value
-    return (value.args,) if isinstance(value, PickledObject) else None
-
-
 def _hash_work(value: Any) -> int:
     return 1 + value.bit_length() // 8192 if isinstance(value, int) else 1  # int hashing reads every digit
 
@@ -141,9 +134,9 @@ class _Walker:
         # CPython hashes a tuple by hashing its items recursively, with no recursion
         # guard and no cache: a key nested 300,000 deep crashes the process, and
         # sub-tuples shared through the memo make hashing exponential. Keys are
-        # measured first (once per tuple) and their hashing paid from this.
+        # measured as they are made, and their hashing is paid from this.
         self.hash_budget = 4 * size + 100_000
-        self.measured: dict = {}  # id -> (tuple or object, nesting, hashing work)
+        self.measured: dict = {}  # id -> (tuple or object, nesting, hashing work), see note()
         self.extras: dict = {}  # (id(obj), kind) -> (obj, items a subclass receives)
 
     def push(self, value: Any) -> None:
@@ -198,9 +191,9 @@ class _Walker:
         elif name == "DUP":
             self.push(self.top())
         elif name == "TUPLE":
-            self.push(tuple(self.pop_mark()))
+            self.push(self.note(tuple(self.pop_mark())))
         elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            self.push(tuple(self.pop_many(int(name[-1]))))
+            self.push(self.note(tuple(self.pop_many(int(name[-1])))))
         elif name == "LIST":
             self.push(self.pop_mark())
         elif name == "DICT":
@@ -251,15 +244,15 @@ class _Walker:
             args, cls = self.pop(), self.pop()
             if not isinstance(args, tuple) or not isinstance(kwargs, dict):
                 raise PayloadError(f"{name} arguments are not a tuple and a dict")
-            self.push(PickledObject(_name_of(cls), args, dict(kwargs)))
+            self.push(self.new_object(_name_of(cls), args, kwargs))
         elif name == "OBJ":
             items = self.pop_mark()
             if not items:
                 raise PayloadError("OBJ without a class")
-            self.push(PickledObject(_name_of(items[0]), tuple(items[1:])))
+            self.push(self.new_object(_name_of(items[0]), tuple(items[1:])))
         elif name == "INST":
             module, _, qualname = arg.partition(" ")
-            self.push(PickledObject(self.global_name(module, qualname), tuple(self.pop_mark())))
+            self.push(self.new_object(self.global_name(module, qualname), tuple(self.pop_mark())))
         elif name == "BUILD":
             state = self.pop()
             target = self.top()
@@ -277,31 +270,30 @@ class _Walker:
         elif name not in _NOTHING_TO_DO:
             raise PayloadError(f"unsupported opcode {name}")
 
+    def note(self, value: Any) -> Any:
+        """Record the nesting and hashing work of a new tuple or object (see hash_budget)."""
+        nesting = work = 1
+        for part in value if isinstance(value, tuple) else (value.args,):
+            known = self.measured.get(id(part))
+            if known is None:
+                work += _hash_work(part)
+            else:
+                nesting = max(nesting, known[1] + 1)
+                work += known[2]
+        self.measured[id(value)] = (value, nesting, work)
+        return value
+
+    def new_object(self, cls: str, args: tuple, kwargs: dict | None = None) -> PickledObject:
+        if id(args) not in self.measured:
+            self.note(args)
+        return self.note(PickledObject(cls, args, dict(kwargs or {})))
+
     def check_hashable(self, values: Any) -> None:
         for value in values:
-            nesting, work = self.measure(value)
+            _, nesting, work = self.measured.get(id(value), (value, 0, _hash_work(value)))
             self.hash_budget -= work
             if nesting > _HASH_DEPTH or self.hash_budget < 0:
                 raise PayloadError("dict key or set item too deeply nested or too costly to hash")
-
-    def measure(self, value: Any) -> tuple[int, int]:
-        """Nesting depth and hashing work of ``value``, without recursion."""
-        pending = [value]
-        while pending:
-            node = pending[-1]
-            parts = _hash_parts(node)
-            if parts is None or id(node) in self.measured:
-                pending.pop()
-                continue
-            unmeasured = [p for p in parts if _hash_parts(p) is not None and id(p) not in self.measured]
-            if unmeasured:
-                pending.extend(unmeasured)
-                continue
-            sizes = [self.measured[id(p)][1:] if id(p) in self.measured else (0, _hash_work(p)) for p in parts]
-            nesting = 1 + max((n for n, _ in sizes), default=0)
-            self.measured[id(node)] = (node, nesting, 1 + sum(w for _, w in sizes))
-            pending.pop()
-        return self.measured[id(value)][1:] if id(value) in self.measured else (0, _hash_work(value))
 
     def set_items(self, target: Any, flat: list) -> Any:
         if isinstance(target, PickledObject):
@@ -344,9 +336,9 @@ class _Walker:
         builtins whose meaning is data. Computed here; nothing named is called."""
         name = _name_of(func)
         if name == "copyreg._reconstructor" and len(args) == 3 and isinstance(args[0], PickledGlobal):
-            return PickledObject(args[0].name, () if args[2] is None else (args[2],))
+            return self.new_object(args[0].name, () if args[2] is None else (args[2],))
         if name == "copyreg.__newobj__" and args and isinstance(args[0], PickledGlobal):
-            return PickledObject(args[0].name, args[1:])
+            return self.new_object(args[0].name, args[1:])
         if name == "collections.OrderedDict" and not args:
             return {}  # SETITEMS follow
         if name == "builtins.bytes" and not args:
@@ -357,7 +349,7 @@ class _Walker:
                 try:
                     data = text.encode("latin-1")
                 except UnicodeEncodeError:
-                    return PickledObject(name, args)
+                    return self.new_object(name, args)
                 return data if name == "_codecs.encode" else bytearray(data)
         if name == "builtins.bytearray" and len(args) <= 1:
             data = args[0] if args else b""
@@ -373,7 +365,7 @@ class _Walker:
                 return complex(*args)
             except OverflowError:
                 pass
-        return PickledObject(name, args)
+        return self.new_object(name, args)
 
 
 def _walk(data: bytes, max_ops: int) -> tuple[Any, int]:
@@ -606,7 +598,7 @@ def render(value: Any, *, limit: int = 200) -> str:
     except _Full:
         pass
     text = "".join(out.parts)
-    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+    return text if len(text) <= limit else text[: limit - 1] + _ELLIPSIS
 
 
 def _render(value: Any, out: _Text, depth: int, active: set[int]) -> None:
@@ -635,7 +627,7 @@ def _render_container(value: Any, out: _Text, depth: int, active: set[int]) -> N
         opener, closer = _brackets(value)
         entries = ((None, "", item) for item in value)
     if depth >= _RENDER_DEPTH or id(value) in active:  # too deep, or a cycle
-        out.write(f"{opener}{ELLIPSIS}{closer}")
+        out.write(f"{opener}{_ELLIPSIS}{closer}")
         return
     active.add(id(value))
     try:
@@ -705,14 +697,14 @@ class _Jsonable:
         if not isinstance(value, (list, tuple, set, frozenset, dict)):
             return render(value, limit=_JSON_TEXT)  # objects, Opaque, bytes, complex
         if depth >= _JSON_DEPTH or id(value) in self.active:
-            return ELLIPSIS
+            return _ELLIPSIS
         self.active.add(id(value))
         try:
             if isinstance(value, dict):
                 result = {}
                 for key, item in value.items():
                     if self.left <= 0:
-                        result[ELLIPSIS] = ELLIPSIS
+                        result[_ELLIPSIS] = _ELLIPSIS
                         break
                     text = key if isinstance(key, str) else render(key, limit=_JSON_TEXT)
                     result[text] = self.convert(item, depth + 1)
@@ -720,7 +712,7 @@ class _Jsonable:
             items = []
             for item in value:
                 if self.left <= 0:
-                    items.append(ELLIPSIS)
+                    items.append(_ELLIPSIS)
                     break
                 items.append(self.convert(item, depth + 1))
             return items

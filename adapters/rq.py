@@ -37,6 +37,7 @@ RESULTS_PREFIX = "rq:results:"
 # "started"; 2.x names it "wip". Both are read and summed.
 REGISTRIES = ("wip", "started", "scheduled", "deferred", "failed", "finished", "canceled")
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 CHUNK = 1000  # ids per Lua call: a few ms of Redis time each
 LIST_DECODE_LIMIT = 256 * 1024  # bytes of job data decoded per row of a list
 JOB_FIELDS = (
@@ -269,10 +270,12 @@ class RQAdapter(Adapter):
                 total, ids = pipe.execute()
             ids = [i.decode("utf-8", "replace") for i in ids]
             rows = self._read_jobs(ids)
-        jobs = tuple(self._failed_row(job_id, fields, results) for job_id, (fields, results) in zip(ids, rows))
+        jobs = [self._failed_row(job_id, fields, results) for job_id, (fields, results) in zip(ids, rows)]
+        # RQ scores the registry in whole seconds; order ties by the failure time it also keeps.
+        jobs.sort(key=lambda j: j.failed_at or _EPOCH, reverse=True)
         next_offset = offset + len(ids)
         return Page(
-            items=jobs,
+            items=tuple(jobs),
             total=total,
             next_cursor=str(next_offset) if next_offset < total else None,
             prev_cursor=str(max(0, offset - limit)) if offset > 0 else None,

@@ -3,11 +3,15 @@ CI), the Flask app, and real RQ workers."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,6 +131,42 @@ def rq1_python() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return str(path)
+
+
+@contextlib.contextmanager
+def serve_queuewatch(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run `queuewatch serve` for real (gunicorn, sampler) on a free port; yield its base URL."""
+    port = free_port()
+    queuewatch = Path(sys.executable).with_name("queuewatch")
+    cmd = [str(queuewatch), "serve", "--bind", f"127.0.0.1:{port}", "--state", str(tmp_path / "state.sqlite3"), *args]
+    log = tmp_path / f"queuewatch-{port}.log"
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUEWATCH_")} | (env or {})
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"queuewatch did not start:\n{log.read_text()}") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return json.load(answer)
 
 
 def pytest_configure(config: pytest.Config) -> None:

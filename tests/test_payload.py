@@ -474,6 +474,41 @@ def test_malformed_pickles_raise_payload_error_with_a_reason(data, reason):
         read_pickle(data)
 
 
+NESTED_TUPLE = b"K\x01" + b"\x85" * 1_000  # (((...(1,)...),),) 1,000 deep
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x80\x02}" + NESTED_TUPLE + b"K\x01s.",  # as a dict key
+        b"\x80\x02(" + NESTED_TUPLE + b"\x91.",  # in a frozenset
+        b"\x80\x02cbuiltins\nset\n]" + NESTED_TUPLE + b"a\x85R.",  # in set([...])
+        b"\x80\x02}cm\nC\n" + NESTED_TUPLE + b"\x85RK\x01s.",  # inside an object used as a key
+    ],
+    ids=["dict-key", "frozenset", "set-reduce", "object-key"],
+)
+def test_deeply_nested_keys_are_refused(data):
+    with pytest.raises(PayloadError, match="too deeply nested"):
+        read_pickle(data)
+    assert "too deeply nested" in decode(data).error
+
+
+def test_a_key_that_would_crash_the_process_is_refused():
+    # hash() of a tuple recurses in C without a guard: pickle.loads segfaults on this
+    data = b"\x80\x02}K\x01" + b"\x85" * 300_000 + b"K\x01s."
+    assert "too deeply nested" in decode(data).error
+
+
+def test_keys_sharing_subtuples_are_refused_instead_of_hashing_forever():
+    # t = (1,); then 100 times t = (t, t): hashing the last one would take 2**100 steps
+    doubling = b"\x80\x02}K\x01\x85" + b"q\x000h\x00h\x00\x86" * 100 + b"K\x01s."
+    with pytest.raises(PayloadError, match="too costly to hash"):
+        read_pickle(doubling)
+    modest = b"\x80\x02}K\x01\x85" + b"q\x000h\x00h\x00\x86" * 4 + b"K\x01s."
+    (key,) = read_pickle(modest)
+    assert render(key, limit=1000).count("1") == 16
+
+
 def test_every_truncation_of_a_pickle_is_rejected_cleanly():
     data = pickle.dumps([RQ_TUPLE, Point(1, 2), {1, 2}, 2**80], protocol=5)
     for end in range(len(data)):
