@@ -673,7 +673,11 @@ def _object_entries(obj: PickledObject) -> Any:
 
 
 def to_jsonable(value: Any) -> Any:
-    """A JSON-safe copy of a display value (PickledObject/PickledGlobal/Opaque/bytes/sets become strings or lists; tuples lists; dict keys strings)."""
+    """A JSON-safe copy of a display value.
+
+    PickledObject/PickledGlobal/Opaque/bytes/sets become strings or lists; tuples
+    lists; dict keys strings. Ints beyond 2**53 and NaN/inf become strings too.
+    """
     return _Jsonable().convert(value, 0)
 
 

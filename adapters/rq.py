@@ -26,7 +26,7 @@ from . import payload
 from .base import ALL, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
 from ._redis import redis_errors
 from .errors import NotFound
-from .tracebacks import split_exception
+from .tracebacks import clip, split_exception
 
 QUEUES_KEY = b"rq:queues"
 WORKERS_KEY = b"rq:workers"
@@ -40,6 +40,8 @@ REGISTRIES = ("wip", "started", "scheduled", "deferred", "failed", "finished", "
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 CHUNK = 1000  # ids per Lua call: a few ms of Redis time each
 LIST_DECODE_LIMIT = 256 * 1024  # bytes of job data decoded per row of a list
+TRACEBACK_LIMIT = 64_000  # characters of a traceback shown; the rest is cut from the middle
+MESSAGE_LIMIT = 4_000  # characters of an exception message in a list row
 JOB_FIELDS = (
     b"data", b"description", b"status", b"origin", b"enqueued_at", b"started_at",
     b"ended_at", b"worker_name", b"number_of_retries", b"exc_info",
@@ -313,7 +315,7 @@ class RQAdapter(Adapter):
             function=function,
             args_preview=preview,
             error_type=error_type,
-            error_message=error_message,
+            error_message=clip(error_message, MESSAGE_LIMIT),
             failed_at=parse_time(fields.get(b"ended_at")),
             attempts=(retries or 0) + 1,
         )
@@ -334,7 +336,7 @@ class RQAdapter(Adapter):
         _, args, kwargs = _call_parts(decoded)
         shown = (b"timeout", b"result_ttl", b"failure_ttl", b"ttl", b"retries_left", b"created_at",
                  b"description", b"group_id", b"dependency_ids", b"last_heartbeat")  # fmt: skip
-        details = tuple((k.decode(), _text(fields[k]) or "") for k in shown if fields.get(k))
+        details = tuple((k.decode(), clip(_text(fields[k]), 2_000) or "") for k in shown if fields.get(k))
         return JobDetail(
             id=row.id,
             function=row.function,
@@ -346,7 +348,7 @@ class RQAdapter(Adapter):
             queue=queue,
             args=args,
             kwargs=kwargs,
-            traceback=_traceback(results, fields.get(b"exc_info")),
+            traceback=clip(_traceback(results, fields.get(b"exc_info")), TRACEBACK_LIMIT),
             payload_encoding=decoded.encoding,
             payload_error=decoded.error,
             status=_text(fields.get(b"status")),

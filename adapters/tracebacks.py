@@ -38,3 +38,13 @@ def split_exception(text: str | None) -> tuple[str | None, str | None]:
         return None, exception
     error_type, message = match.group(1), match.group(2)
     return error_type, (message.strip() if message else "")
+
+
+def clip(text: str | None, limit: int) -> str | None:
+    """``text`` cut to about ``limit`` characters, keeping its head and its tail
+    (a traceback's tail names the exception), with the cut said in the middle."""
+    if text is None or len(text) <= limit:
+        return text
+    head = limit // 4
+    tail = limit - head
+    return f"{text[:head]}\n… {len(text) - head - tail:,} characters cut …\n{text[-tail:]}"

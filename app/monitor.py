@@ -95,8 +95,9 @@ def take_snapshot(backends: Iterable[Backend], pool: ThreadPoolExecutor | None =
 class SharedCache:
     """Values computed at most once per ``max_age`` seconds, shared by all threads.
 
-    Single-flight: while one thread computes a key, others asking for it wait
-    for that result. Bounded: the least recently used entries are dropped.
+    Single-flight: while one thread computes a key, others asking for it get
+    the previous value if there is one, or wait for that result if there is
+    not. Bounded: the least recently used entries are dropped.
     """
 
     def __init__(self, max_age: float, max_entries: int = 256) -> None:
@@ -113,13 +114,22 @@ class SharedCache:
             return hit[1]
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
+            stale = self._entries.get(key)
+        if stale is not None and limit > 0 and not lock.acquire(blocking=False):
+            # Someone is already reading the backend (maybe a slow one): serve
+            # the previous value rather than queue every viewer behind it.
+            return stale[1]
+        if stale is None or limit <= 0:
+            lock.acquire()
+        try:
             hit = self._fresh(key, limit)
             if hit is not None:
                 return hit[1]
             value = compute()
             self.put(key, value)
             return value
+        finally:
+            lock.release()
 
     def put(self, key: Any, value: Any) -> None:
         with self._guard:

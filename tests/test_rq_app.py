@@ -306,3 +306,92 @@ def test_htmx_requests_get_the_fragment_and_pages_vary_on_it(client, r) -> None:
     assert "HX-Request" in full.headers["Vary"]
     counts_only = client.get("/queues/redis/rq/frag?fragment=counts", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert counts_only.lstrip().startswith("<section") and 'id="queue-counts"' in counts_only
+
+
+def test_a_backend_that_hangs_is_shown_down_with_its_error(tmp_path) -> None:
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # accepts connections, never answers: a hung server
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+    held = []
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    app = create_app({"TESTING": True, "REDIS": [f"redis://127.0.0.1:{port}/0"], "RABBITMQ": ["none"],
+                      "STATE": str(tmp_path / "s.db"), "POLL": 60})  # fmt: skip
+    try:
+        client = app.test_client()
+        overview = client.get("/")
+        assert overview.status_code == 200
+        [backend] = client.get("/api/v1/backends").get_json()["backends"]
+        assert backend["status"] == "down" and "imeout" in backend["error"]
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+        app.extensions["queuewatch.monitor"].close()
+
+
+def test_a_backend_that_comes_back_is_shown_up_again_by_itself(tmp_path) -> None:
+    import shutil
+
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed") if not __import__("conftest").IN_CI else pytest.fail("no redis-server")
+    port = free_port()
+    start = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]
+    app = create_app({"TESTING": True, "REDIS": [f"redis://127.0.0.1:{port}/0"], "RABBITMQ": ["none"],
+                      "STATE": str(tmp_path / "s.db"), "POLL": 0.01})  # fmt: skip
+    client = app.test_client()
+    import subprocess
+    import time
+
+    def status() -> str:
+        return client.get("/api/v1/backends").get_json()["backends"][0]["status"]
+
+    server = subprocess.Popen(start, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while status() != "up" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status() == "up"
+        server.terminate()
+        server.wait(10)
+        time.sleep(0.05)
+        assert status() == "down"
+        server = subprocess.Popen(start, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while status() != "up" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status() == "up"
+    finally:
+        server.terminate()
+        server.wait(10)
+        app.extensions["queuewatch.monitor"].close()
+
+
+def test_huge_arguments_are_cut_short_not_a_slow_page_or_a_500(client, r, redis_url) -> None:
+    q = rq.Queue("huge", connection=r)
+    job = q.enqueue(rq_tasks.fail_with, "x" * 3_000_000)
+    run_rq_worker(redis_url, "huge")
+    page = client.get("/queues/redis/rq/huge")
+    assert page.status_code == 200 and len(page.data) < 200_000
+    detail = client.get(f"/queues/redis/rq/huge/jobs/{job.id}")
+    assert detail.status_code == 200 and len(detail.data) < 300_000
+    assert "…" in detail.get_data(as_text=True)
+    api = client.get(f"/api/v1/queues/redis/rq/huge/jobs/{job.id}")
+    assert api.status_code == 200
+    assert api.get_json()["error_type"] == "RuntimeError" and len(api.get_json()["traceback"]) < 70_000
