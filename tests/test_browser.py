@@ -89,6 +89,7 @@ def test_operator_requeues_a_failed_job_from_the_browser(server, browser, shots,
         dialog = page.locator("#confirm-dialog")
         dialog.wait_for(state="visible")
         assert "Requeue 1 selected job(s) of emails?" in dialog.inner_text()
+        assert "refresh-paused" in (page.locator("html").get_attribute("class") or "")
         page.screenshot(path=str(shots / "confirm.png"))
         page.locator("#confirm-ok").click()
 
