@@ -19,7 +19,7 @@ test: $(VENV)/.installed-test $(RQ1)/.installed services browser
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=69"
 
 $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install --quiet -e .

@@ -31,7 +31,7 @@ def status_of(r, job_id: str) -> str:
 
 
 def test_counts_on_the_page_and_in_the_api_equal_rqs_own(client, r, redis_url, tmp_path) -> None:
-    names = ["default", "emails.high", "reports:nightly", "with space"]
+    names = ["default", "emails.high", "reports:nightly", "with space", "team/emails"]
     make_failed(r, redis_url, "emails.high", 3, tmp_path / "flag")
     make_failed(r, redis_url, "reports:nightly", 1, tmp_path / "flag")
     for i, name in enumerate(names):
@@ -53,12 +53,12 @@ def test_counts_on_the_page_and_in_the_api_equal_rqs_own(client, r, redis_url, t
 
 
 def test_a_job_requeued_through_the_api_is_run_by_a_real_worker(client, r, redis_url, tmp_path) -> None:
-    [job_id] = make_failed(r, redis_url, "api-q", 1, tmp_path / "flag")
+    [job_id] = make_failed(r, redis_url, "team/api-q", 1, tmp_path / "flag")
     (tmp_path / "flag").touch()
-    answer = client.post(f"/api/v1/queues/{q_path('api-q')}/failed/requeue", json={"ids": [job_id]})
+    answer = client.post(f"/api/v1/queues/{q_path('team/api-q')}/failed/requeue", json={"ids": [job_id]})
     assert answer.status_code == 200
     assert answer.get_json() == {"requeued": 1, "not_found": []}
-    run_rq_worker(redis_url, "api-q")
+    run_rq_worker(redis_url, "team/api-q")
     assert status_of(r, job_id) == "finished"
 
 
