@@ -28,7 +28,9 @@ def _check_bind(value: str) -> str:
 def main(ctx: click.Context) -> None:
     """queuewatch: a dashboard for RQ, Celery, Dramatiq and Arq queues on Redis and RabbitMQ."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(serve)
+        # Run `serve` as its own command line so its QUEUEWATCH_* variables are
+        # read (ctx.invoke would fill in bare defaults).
+        serve.main(args=[], prog_name=f"{ctx.info_name} serve")
 
 
 @main.command()

@@ -72,6 +72,15 @@ def test_rabbitmq_is_shown_up_when_it_answers(tmp_path) -> None:
         assert (backend["kind"], backend["status"]) == ("rabbitmq", "up")
 
 
+def test_queuewatch_alone_is_serve_and_reads_the_environment(tmp_path) -> None:
+    queuewatch = str(Path(sys.executable).with_name("queuewatch"))
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("QUEUEWATCH_")}
+    done = subprocess.run([queuewatch], env=env | {"QUEUEWATCH_BIND": "nonsense", "QUEUEWATCH_STATE": str(tmp_path / "s.db")},
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 2 and "HOST:PORT" in done.stderr
+    assert "serve" in subprocess.run([queuewatch, "--help"], capture_output=True, text=True, timeout=30).stdout
+
+
 def test_a_bad_flag_is_a_usage_error_not_a_traceback(tmp_path) -> None:
     queuewatch = str(Path(sys.executable).with_name("queuewatch"))
     for args, message in ((["--bind", "nonsense"], "HOST:PORT"), (["--redis", "http://x"], "redis://"), (["--poll", "0"], "poll")):
