@@ -2,81 +2,42 @@
 
 RQ and Arq store pickles; Celery, Dramatiq and Arq (optionally) store JSON or
 msgpack, often wrapped in zlib or base64. This module peels those layers and
-turns what is inside into plain display values. Pickles are never unpickled
-(DESIGN.md rule 2): their opcodes are read with ``pickletools.genops`` and the
-unpickler's stack machine is simulated, so the classes and functions a pickle
-names become ``PickledGlobal`` and ``PickledObject`` values, and nothing named
-in the data is ever imported or called.
+turns what is inside into plain display values, which ``render`` shows as text
+and ``to_jsonable`` as JSON. Pickles are read by ``pickles.read_pickle``, which
+never unpickles; its names are re-exported here.
 """
 
 from __future__ import annotations
 
-import _compat_pickle  # the unpickler's Python 2 -> 3 name table: plain data
 import base64
 import binascii
+import datetime
 import json
 import math
 import pickletools
 import re
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
+from .pickles import Opaque, PayloadError, PickledGlobal, PickledObject, read_pickle, read_until_stop
+
+__all__ = [
+    "Decoded",
+    "Opaque",
+    "PayloadError",
+    "PickledGlobal",
+    "PickledObject",
+    "decode",
+    "read_pickle",
+    "render",
+    "to_jsonable",
+]
+
 _ELLIPSIS = "…"
-
-
-class PayloadError(ValueError):
-    """Raised by read_pickle / the layer readers when data is not what it claims."""
-
-
-@dataclass(frozen=True)
-class PickledGlobal:
-    """A class or function named in a pickle; never imported."""
-
-    name: str  # "module.qualname"
-
-    def __str__(self) -> str:
-        return self.name
-
-
-@dataclass(frozen=True)
-class PickledObject:
-    """An object a pickle would construct; never constructed.
-
-    ``args`` holds the constructor arguments, followed by the items a list, dict
-    or set subclass would receive (APPENDS, SETITEMS, ADDITEMS); ``state`` is
-    what BUILD would set.
-    """
-
-    cls: str  # "module.qualname" of the callable or class
-    args: tuple
-    kwargs: dict = field(default_factory=dict)
-    state: Any = None
-
-    def __hash__(self) -> int:
-        # Pickles use objects as dict keys and set members. The state is left out:
-        # BUILD may set it after the object became a key (see _complete).
-        try:
-            return hash((self.cls, self.args))
-        except TypeError:  # a list or dict among the arguments
-            return hash(self.cls)
-
-    def __str__(self) -> str:
-        return render(self)
-
-
-@dataclass(frozen=True)
-class Opaque:
-    """Something we could not or would not decode."""
-
-    reason: str
-    size: int  # bytes
-
-    def __str__(self) -> str:
-        return f"<{self.size} bytes, {self.reason}>"
 
 
 @dataclass(frozen=True)
@@ -87,307 +48,6 @@ class Decoded:
     encoding: str  # layers, outermost first, joined with "+": "zlib+pickle", "json", "bytes"
     error: str | None  # None when decoded; else a sentence that starts with the size
     size: int  # bytes of the original input
-
-
-# --- pickles ------------------------------------------------------------------
-
-# Opcodes whose argument, as genops reads it, is already the value they push.
-_LITERALS = frozenset(
-    "INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BINFLOAT STRING BINSTRING"
-    " SHORT_BINSTRING BINBYTES SHORT_BINBYTES BINBYTES8 BYTEARRAY8 UNICODE"
-    " SHORT_BINUNICODE BINUNICODE BINUNICODE8".split()
-)
-_CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False, "EMPTY_TUPLE": ()}
-_EMPTY = {"EMPTY_LIST": list, "EMPTY_DICT": dict, "EMPTY_SET": set}
-_NOTHING_TO_DO = frozenset({"FRAME", "READONLY_BUFFER"})
-_HASH_DEPTH = 100  # deepest tuple accepted as a dict key or set member
-
-
-def _complete(obj: PickledObject, **fields: Any) -> None:
-    # BUILD, APPENDS and SETITEMS reach an object after it was made, possibly
-    # through memo references, so the walker fills it in place, as the real
-    # unpickler does. Callers only ever see finished, frozen values.
-    for name, value in fields.items():
-        object.__setattr__(obj, name, value)
-
-
-def _hash_work(value: Any) -> int:
-    return 1 + value.bit_length() // 8192 if isinstance(value, int) else 1  # int hashing reads every digit
-
-
-def _name_of(func: Any) -> str:
-    return func.name if isinstance(func, PickledGlobal) else render(func, limit=80)
-
-
-class _Walker:
-    """The unpickler's stack machine, building display values instead of objects."""
-
-    def __init__(self, size: int) -> None:
-        self.stack: list = []
-        self.marks: list[list] = []
-        self.memo: dict = {}
-        self.proto = 0
-        # Copies made for nicer display (set(list), bytes from latin-1 text) are
-        # paid from this: a real pickle copies each thing once, a hostile one
-        # could otherwise REDUCE the same big memo entry again and again.
-        self.copy_budget = size
-        # CPython hashes a tuple by hashing its items recursively, with no recursion
-        # guard and no cache: a key nested 300,000 deep crashes the process, and
-        # sub-tuples shared through the memo make hashing exponential. Keys are
-        # measured as they are made, and their hashing is paid from this.
-        self.hash_budget = 4 * size + 100_000
-        self.measured: dict = {}  # id -> (tuple or object, nesting, hashing work), see note()
-        self.extras: dict = {}  # (id(obj), kind) -> (obj, items a subclass receives)
-
-    def push(self, value: Any) -> None:
-        self.stack.append(value)
-
-    def pop(self) -> Any:
-        if not self.stack:
-            raise PayloadError("stack underflow")
-        return self.stack.pop()
-
-    def top(self) -> Any:
-        if not self.stack:
-            raise PayloadError("stack underflow")
-        return self.stack[-1]
-
-    def pop_many(self, count: int) -> list:
-        if len(self.stack) < count:
-            raise PayloadError("stack underflow")
-        items = self.stack[len(self.stack) - count :]
-        del self.stack[len(self.stack) - count :]
-        return items
-
-    def pop_mark(self) -> list:
-        if not self.marks:
-            raise PayloadError("MARK missing")
-        items, self.stack = self.stack, self.marks.pop()
-        return items
-
-    def global_name(self, module: str, name: str) -> str:
-        if self.proto < 3:  # what the unpickler's fix_imports does for Python 2 names
-            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-        return f"{module}.{name}"
-
-    def step(self, name: str, arg: Any) -> None:
-        if name in _LITERALS:
-            self.push(arg)
-        elif name in _CONSTANTS:
-            self.push(_CONSTANTS[name])
-        elif name in _EMPTY:
-            self.push(_EMPTY[name]())
-        elif name == "MARK":
-            self.marks.append(self.stack)
-            self.stack = []
-        elif name == "POP":  # with an empty stack, POP discards a MARK
-            if self.stack:
-                self.stack.pop()
-            else:
-                self.pop_mark()
-        elif name == "POP_MARK":
-            self.pop_mark()
-        elif name == "DUP":
-            self.push(self.top())
-        elif name == "TUPLE":
-            self.push(self.note(tuple(self.pop_mark())))
-        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            self.push(self.note(tuple(self.pop_many(int(name[-1])))))
-        elif name == "LIST":
-            self.push(self.pop_mark())
-        elif name == "DICT":
-            self.push(self.set_items({}, self.pop_mark()))
-        elif name == "FROZENSET":
-            self.push(frozenset(self.add_items(set(), self.pop_mark())))
-        elif name in ("APPEND", "APPENDS"):
-            items = [self.pop()] if name == "APPEND" else self.pop_mark()
-            target = self.top()
-            if isinstance(target, list):
-                target.extend(items)
-            elif isinstance(target, PickledObject):
-                self.items_of(target, list).extend(items)
-            else:
-                raise PayloadError(f"{name} to a {type(target).__name__}")
-        elif name in ("SETITEM", "SETITEMS"):
-            items = self.pop_many(2) if name == "SETITEM" else self.pop_mark()
-            self.set_items(self.top(), items)
-        elif name == "ADDITEMS":
-            items = self.pop_mark()
-            self.add_items(self.top(), items)
-        elif name in ("GET", "BINGET", "LONG_BINGET"):
-            if arg not in self.memo:
-                raise PayloadError(f"memo key {arg} missing")
-            self.push(self.memo[arg])
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            if arg < 0:
-                raise PayloadError("negative memo key")
-            self.memo[arg] = self.top()
-        elif name == "MEMOIZE":
-            self.memo[len(self.memo)] = self.top()
-        elif name == "GLOBAL":
-            module, _, qualname = arg.partition(" ")
-            self.push(PickledGlobal(self.global_name(module, qualname)))
-        elif name == "STACK_GLOBAL":
-            qualname, module = self.pop(), self.pop()
-            if not (isinstance(module, str) and isinstance(qualname, str)):
-                raise PayloadError("STACK_GLOBAL needs two strings")
-            self.push(PickledGlobal(self.global_name(module, qualname)))
-        elif name == "REDUCE":
-            args = self.pop()
-            func = self.pop()
-            if not isinstance(args, tuple):
-                raise PayloadError("REDUCE arguments are not a tuple")
-            self.push(self.reduce(func, args))
-        elif name in ("NEWOBJ", "NEWOBJ_EX"):
-            kwargs = self.pop() if name == "NEWOBJ_EX" else {}
-            args, cls = self.pop(), self.pop()
-            if not isinstance(args, tuple) or not isinstance(kwargs, dict):
-                raise PayloadError(f"{name} arguments are not a tuple and a dict")
-            self.push(self.new_object(_name_of(cls), args, kwargs))
-        elif name == "OBJ":
-            items = self.pop_mark()
-            if not items:
-                raise PayloadError("OBJ without a class")
-            self.push(self.new_object(_name_of(items[0]), tuple(items[1:])))
-        elif name == "INST":
-            module, _, qualname = arg.partition(" ")
-            self.push(self.new_object(self.global_name(module, qualname), tuple(self.pop_mark())))
-        elif name == "BUILD":
-            state = self.pop()
-            target = self.top()
-            if isinstance(target, PickledObject):  # state on builtins has nothing to show
-                _complete(target, state=state)
-        elif name in ("EXT1", "EXT2", "EXT4"):
-            self.push(PickledGlobal(f"copyreg extension {arg}"))
-        elif name in ("PERSID", "BINPERSID"):
-            pid = arg if name == "PERSID" else self.pop()
-            self.push(Opaque("persistent id", len(pid) if isinstance(pid, (str, bytes)) else 0))
-        elif name == "NEXT_BUFFER":
-            self.push(Opaque("out-of-band buffer", 0))
-        elif name == "PROTO":
-            self.proto = arg
-        elif name not in _NOTHING_TO_DO:
-            raise PayloadError(f"unsupported opcode {name}")
-
-    def note(self, value: Any) -> Any:
-        """Record the nesting and hashing work of a new tuple or object (see hash_budget)."""
-        nesting = work = 1
-        for part in value if isinstance(value, tuple) else (value.args,):
-            known = self.measured.get(id(part))
-            if known is None:
-                work += _hash_work(part)
-            else:
-                nesting = max(nesting, known[1] + 1)
-                work += known[2]
-        self.measured[id(value)] = (value, nesting, work)
-        return value
-
-    def new_object(self, cls: str, args: tuple, kwargs: dict | None = None) -> PickledObject:
-        if id(args) not in self.measured:
-            self.note(args)
-        return self.note(PickledObject(cls, args, dict(kwargs or {})))
-
-    def check_hashable(self, values: Any) -> None:
-        for value in values:
-            _, nesting, work = self.measured.get(id(value), (value, 0, _hash_work(value)))
-            self.hash_budget -= work
-            if nesting > _HASH_DEPTH or self.hash_budget < 0:
-                raise PayloadError("dict key or set item too deeply nested or too costly to hash")
-
-    def set_items(self, target: Any, flat: list) -> Any:
-        if isinstance(target, PickledObject):
-            target = self.items_of(target, dict)
-        if not isinstance(target, dict) or len(flat) % 2:
-            raise PayloadError("dict items without a dict, or an odd number of them")
-        self.check_hashable(flat[0::2])
-        try:
-            for i in range(0, len(flat), 2):
-                target[flat[i]] = flat[i + 1]
-        except (TypeError, RecursionError) as exc:  # unhashable key; what the unpickler would hit
-            raise PayloadError("unhashable dict key") from exc
-        return target
-
-    def add_items(self, target: Any, items: list) -> Any:
-        if isinstance(target, PickledObject):
-            target = self.items_of(target, set)
-        if not isinstance(target, set):
-            raise PayloadError("set items without a set")
-        self.check_hashable(items)
-        try:
-            target.update(items)
-        except (TypeError, RecursionError) as exc:
-            raise PayloadError("unhashable set item") from exc
-        return target
-
-    def items_of(self, obj: PickledObject, kind: type) -> Any:
-        key = (id(obj), kind)
-        if key not in self.extras:  # first items for this object: show them as one more argument
-            self.extras[key] = (obj, kind())
-            _complete(obj, args=obj.args + (self.extras[key][1],))
-        return self.extras[key][1]
-
-    def affordable(self, cost: int) -> bool:
-        self.copy_budget -= cost
-        return self.copy_budget >= 0
-
-    def reduce(self, func: Any, args: tuple) -> Any:
-        """What REDUCE makes: a PickledObject, or plain data for a few harmless
-        builtins whose meaning is data. Computed here; nothing named is called."""
-        name = _name_of(func)
-        if name == "copyreg._reconstructor" and len(args) == 3 and isinstance(args[0], PickledGlobal):
-            return self.new_object(args[0].name, () if args[2] is None else (args[2],))
-        if name == "copyreg.__newobj__" and args and isinstance(args[0], PickledGlobal):
-            return self.new_object(args[0].name, args[1:])
-        if name == "collections.OrderedDict" and not args:
-            return {}  # SETITEMS follow
-        if name == "builtins.bytes" and not args:
-            return b""
-        if name in ("_codecs.encode", "builtins.bytearray") and len(args) == 2:
-            text, encoding = args  # protocols 0-2 carry bytes as latin-1 text
-            if isinstance(text, str) and encoding in ("latin1", "latin-1") and self.affordable(len(text)):
-                try:
-                    data = text.encode("latin-1")
-                except UnicodeEncodeError:
-                    return self.new_object(name, args)
-                return data if name == "_codecs.encode" else bytearray(data)
-        if name == "builtins.bytearray" and len(args) <= 1:
-            data = args[0] if args else b""
-            if isinstance(data, bytes) and self.affordable(len(data)):
-                return bytearray(data)
-        if name in ("builtins.set", "builtins.frozenset") and len(args) <= 1:
-            items = args[0] if args else []
-            if isinstance(items, (list, tuple)) and self.affordable(len(items)):
-                members = self.add_items(set(), list(items))
-                return members if name == "builtins.set" else frozenset(members)
-        if name == "builtins.complex" and 1 <= len(args) <= 2 and all(type(a) in (int, float) for a in args):
-            try:
-                return complex(*args)
-            except OverflowError:
-                pass
-        return self.new_object(name, args)
-
-
-def _walk(data: bytes, max_ops: int) -> tuple[Any, int]:
-    """The value a pickle holds and the offset of its STOP opcode."""
-    walker = _Walker(len(data))
-    ops = pickletools.genops(data)
-    for _ in range(max_ops):
-        try:
-            opcode, arg, pos = next(ops)
-        # genops reports bad data as ValueError, and can raise whatever the codecs it
-        # uses raise (e.g. escape warnings turned into errors): all mean "not a pickle".
-        except Exception as exc:
-            raise PayloadError(f"unreadable pickle ({exc})") from exc
-        if opcode.name == "STOP":
-            return walker.pop(), pos
-        walker.step(opcode.name, arg)
-    raise PayloadError(f"more than {max_ops} opcodes")
-
-
-def read_pickle(data: bytes, *, max_ops: int = 1_000_000) -> Any:
-    """Walk the pickle's opcodes into a display value. Never imports or calls anything. Raises PayloadError."""
-    return _walk(bytes(data), max_ops)[0]
 
 
 # --- layers -------------------------------------------------------------------
@@ -481,7 +141,7 @@ def _peel(data: bytes, max_bytes: int, depth: int = 0, structured_only: bool = F
             return Opaque("not decodable", len(data)), ["pickle"], f"not decodable (pickle layer: {exc})"
     if data.endswith(b".") and data[:1] in _PROTO_0_1_STARTS:
         try:  # protocols 0 and 1 have no header: accept only a pickle that is the whole input
-            value, stop = _walk(data, 1_000_000)
+            value, stop = read_until_stop(data, 1_000_000)
             if stop == len(data) - 1:
                 return value, ["pickle"], None
         except PayloadError:
@@ -611,6 +271,8 @@ def _render(value: Any, out: _Text, depth: int, active: set[int]) -> None:
         out.write(repr(value[: out.room + 1]))  # the slice keeps a 100 MB string cheap
     elif isinstance(value, (PickledGlobal, Opaque)):
         out.write(str(value))
+    elif isinstance(value, (datetime.date, datetime.time, datetime.timedelta)):
+        out.write(_date_text(value, out.room))
     elif isinstance(value, (PickledObject, list, tuple, dict, set, frozenset)):
         _render_container(value, out, depth, active)
     else:  # not a display value (a msgpack Timestamp, say)
@@ -646,6 +308,14 @@ def _render_container(value: Any, out: _Text, depth: int, active: set[int]) -> N
         active.discard(id(value))
 
 
+def _date_text(value: datetime.date | datetime.time | datetime.timedelta, room: int) -> str:
+    """Python's repr, but an aware value's zone by its name: tzinfo=UTC, tzinfo=UTC+02:00."""
+    if isinstance(value, (datetime.datetime, datetime.time)) and value.tzinfo is not None:
+        naive = repr(value.replace(tzinfo=None))
+        return f"{naive[:-1]}, tzinfo={str(value.tzinfo)[: room + 1]})"  # a zone's name can be long: cut first
+    return repr(value)
+
+
 def _brackets(value: list | tuple | set | frozenset) -> tuple[str, str]:
     if isinstance(value, list):
         return "[", "]"
@@ -676,7 +346,8 @@ def to_jsonable(value: Any) -> Any:
     """A JSON-safe copy of a display value.
 
     PickledObject/PickledGlobal/Opaque/bytes/sets become strings or lists; tuples
-    lists; dict keys strings. Ints beyond 2**53 and NaN/inf become strings too.
+    lists; dict keys strings; dates and times ISO 8601 text. Ints beyond 2**53 and
+    NaN/inf become strings too.
     """
     return _Jsonable().convert(value, 0)
 
@@ -698,8 +369,10 @@ class _Jsonable:
             return value if math.isfinite(value) else str(value)  # JSON has no NaN or inf
         if isinstance(value, PickledGlobal):
             return value.name
+        if isinstance(value, (datetime.date, datetime.time)):
+            return value.isoformat()
         if not isinstance(value, (list, tuple, set, frozenset, dict)):
-            return render(value, limit=_JSON_TEXT)  # objects, Opaque, bytes, complex
+            return render(value, limit=_JSON_TEXT)  # objects, Opaque, bytes, complex, timedeltas
         if depth >= _JSON_DEPTH or id(value) in self.active:
             return _ELLIPSIS
         self.active.add(id(value))
@@ -710,8 +383,7 @@ class _Jsonable:
                     if self.left <= 0:
                         result[_ELLIPSIS] = _ELLIPSIS
                         break
-                    text = key if isinstance(key, str) else render(key, limit=_JSON_TEXT)
-                    result[text] = self.convert(item, depth + 1)
+                    result[_json_key(key)] = self.convert(item, depth + 1)
                 return result
             items = []
             for item in value:
@@ -722,3 +394,11 @@ class _Jsonable:
             return items
         finally:
             self.active.discard(id(value))
+
+
+def _json_key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, (datetime.date, datetime.time)):
+        return key.isoformat()
+    return render(key, limit=_JSON_TEXT)

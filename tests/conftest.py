@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -107,6 +108,41 @@ def redis_digest(client: redis.Redis) -> dict[bytes, str]:
         ttl = client.pttl(key)
         digest[key] = hashlib.sha256(dumped).hexdigest() + (":ttl" if ttl > 0 else ":none")
     return digest
+
+
+class CommandCounter:
+    """Counts the commands Redis runs against one database (MONITOR), whatever else uses the server."""
+
+    def __init__(self, db: int) -> None:
+        self.db = db
+        self.count = 0
+        self.commands: list[str] = []
+        self._client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
+        self._token = f"qw-stop-{os.getpid()}-{id(self)}"
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+
+    def _listen(self) -> None:
+        with self._client.monitor() as monitor:
+            self._ready.set()
+            for command in monitor.listen():
+                if self._token in command["command"]:
+                    return
+                if command.get("db") == self.db:
+                    self.count += 1
+                    self.commands.append(command["command"])
+
+    def __enter__(self) -> CommandCounter:
+        self._thread.start()
+        self._ready.wait(5)
+        time.sleep(0.1)  # MONITOR is live once Redis answered OK
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.echo(self._token)
+        self._thread.join(10)
+        self._client.close()
+        self.count -= 1  # the ECHO that stopped it ran on this db before the token check
 
 
 def rq_bin() -> str:

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 import rq
 import rq_tasks
-from conftest import csrf_token, free_port, redis_digest, run_rq_worker
+from conftest import CommandCounter, csrf_token, free_port, redis_digest, run_rq_worker
 from pages import counts, number, table_rows
 from rq.job import Job
 
@@ -273,26 +273,20 @@ def test_one_backend_down_leaves_the_others_working(r, redis_url, tmp_path) -> N
     app.extensions["queuewatch.monitor"].close()
 
 
-def test_fifty_viewers_cost_the_monitored_redis_what_one_does(r, redis_url, tmp_path) -> None:
+def test_fifty_viewers_cost_the_monitored_redis_what_one_does(r, redis_db, redis_url, tmp_path) -> None:
     make_failed(r, redis_url, "shared", 2, tmp_path / "flag")
     app = create_app({"TESTING": True, "REDIS": [redis_url], "RABBITMQ": ["none"], "STATE": str(tmp_path / "s.db"), "POLL": 60})
     viewers = [app.test_client() for _ in range(50)]
-
-    def calls() -> int:
-        stats = r.info("commandstats")
-        return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info",))
-
-    start = calls()
-    viewers[0].get("/")
-    viewers[0].get("/queues/redis/rq/shared?fragment=failed")
-    one = calls() - start
-    assert one > 0
-    start = calls()
-    for viewer in viewers[1:]:
-        assert viewer.get("/").status_code == 200
-        assert viewer.get("/queues/redis/rq/shared?fragment=failed", headers={"HX-Request": "true"}).status_code == 200
-        assert viewer.get("/api/v1/queues").status_code == 200
-    assert calls() - start == 0
+    with CommandCounter(redis_db) as one:
+        viewers[0].get("/")
+        viewers[0].get("/queues/redis/rq/shared?fragment=failed")
+    assert one.count > 0
+    with CommandCounter(redis_db) as fifty:
+        for viewer in viewers[1:]:
+            assert viewer.get("/").status_code == 200
+            assert viewer.get("/queues/redis/rq/shared?fragment=failed", headers={"HX-Request": "true"}).status_code == 200
+            assert viewer.get("/api/v1/queues").status_code == 200
+    assert fifty.count == 0, fifty.commands
     app.extensions["queuewatch.monitor"].close()
 
 
