@@ -9,6 +9,7 @@ systems are present so the user never has to list them.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 from collections.abc import Iterator
 from typing import ClassVar
@@ -21,7 +22,6 @@ import redis
 from ._redis import redis_errors
 from .base import Adapter
 from .errors import BackendUnavailable, NotFound
-from .rq import RQAdapter
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,23 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+# The job systems each kind of backend can hold, as "module:Class" under
+# queuewatch.adapters, one per line: adding a system is adding a line.
+REDIS_SYSTEMS = (
+    "rq:RQAdapter",
+)
+RABBITMQ_SYSTEMS: tuple[str, ...] = (
+)
+
+
+def _load(paths: tuple[str, ...]) -> tuple[type[Adapter], ...]:
+    classes = []
+    for path in paths:
+        module, _, name = path.partition(":")
+        classes.append(getattr(importlib.import_module(f"{__package__}.{module}"), name))
+    return tuple(classes)
+
+
 class Backend:
     """One Redis database or RabbitMQ vhost and the adapters that read it."""
 
@@ -53,6 +70,7 @@ class Backend:
         self.name = name
         self.url = url
         self._adapters: dict[str, Adapter] = {}
+        self._present: set[str] = set()
 
     @property
     def redacted_url(self) -> str:
@@ -76,13 +94,23 @@ class Backend:
     def _make(self, cls: type[Adapter]) -> Adapter:
         raise NotImplementedError
 
+    def notes(self) -> tuple[str, ...]:
+        """What the operator should know about this backend (e.g. an API that is off)."""
+        return ()
+
+    def present(self) -> list[Adapter]:
+        """The adapters probe() found last time, without touching the backend."""
+        return [a for s, a in self._adapters.items() if s in self._present]
+
     def close(self) -> None:
-        """Release connections."""
+        """Release connections and stop the adapters' listeners."""
+        for adapter in self._adapters.values():
+            adapter.close()
 
 
 class RedisBackend(Backend):
     kind = "redis"
-    adapter_classes = (RQAdapter,)
+    adapter_classes = _load(REDIS_SYSTEMS)
 
     def __init__(self, *, name: str, url: str, client: redis.Redis | None = None, timeout: float = 3.0) -> None:
         super().__init__(name=name, url=url)
@@ -101,15 +129,17 @@ class RedisBackend(Backend):
         with redis_errors(f"Redis {self.redacted_url}"):
             self.client.ping()
             found = [cls for cls in self.adapter_classes if cls.detect(self.client)]  # type: ignore[attr-defined]
+        self._present = {cls.system for cls in found}
         return [self.adapter(cls.system) for cls in found]
 
     def close(self) -> None:
+        super().close()
         self.client.close()
 
 
 class RabbitBackend(Backend):
     kind = "rabbitmq"
-    adapter_classes = ()  # Dramatiq, Celery and plain-queue adapters plug in here.
+    adapter_classes = _load(RABBITMQ_SYSTEMS)
 
     def __init__(self, *, name: str, url: str, timeout: float = 3.0) -> None:
         super().__init__(name=name, url=url)
@@ -143,7 +173,9 @@ class RabbitBackend(Backend):
     def probe(self) -> list[Adapter]:
         with self.connection():
             pass
-        return []
+        found = [cls for cls in self.adapter_classes if cls.detect(self)]  # type: ignore[attr-defined]
+        self._present = {cls.system for cls in found}
+        return [self.adapter(cls.system) for cls in found]
 
 
 def connect(kind: str, *, name: str, url: str) -> Backend:

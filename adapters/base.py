@@ -54,6 +54,10 @@ class QueueStats:
     oldest_age_seconds: float | None  # age of the oldest waiting job
     # More counts the system keeps, shown on the queue page: (label, value) pairs.
     details: tuple[tuple[str, int | None], ...] = ()
+    # Related queues of the same backend and system, e.g. ("dead letters", "orders.dlq").
+    links: tuple[tuple[str, str], ...] = ()
+    # Sentences the operator should read with these numbers ("depth excludes ...").
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,10 @@ class JobDetail(FailedJob):
     enqueued_at: datetime | None = None
     started_at: datetime | None = None
     worker: str | None = None
-    # Further fields the system keeps (timeouts, ttl, retries left...): (label, text).
+    # Further fields the system keeps (timeouts, ttl, retries left, headers...): (label, text).
     details: tuple[tuple[str, str], ...] = ()
+    # Sentences the operator should read before acting ("requeue needs result_extended").
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,14 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def purge(self, queue: str) -> ActionResult:
         """Remove the waiting jobs of ``queue`` (never its failed jobs)."""
+
+    def maintain(self, budget_seconds: float) -> None:
+        """Background upkeep the sampler runs once per poll interval, within a time
+        budget: incremental scans, indexes, listeners. Never called on a page view.
+        Default: nothing to do."""
+
+    def close(self) -> None:
+        """Stop listeners and release resources. Default: nothing."""
 
     def queue(self, name: str) -> QueueStats:
         """One queue's counts. Raises NotFound. Adapters may do this cheaper."""

@@ -10,6 +10,7 @@ way, per page. Actions invalidate both so the operator sees their effect.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from queuewatch.adapters.errors import AdapterError, BackendUnavailable, NotFoun
 from .config import BackendSpec
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class BackendStatus:
     status: str  # "up" | "down"
     error: str | None
     systems: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def read_backend(backend: Backend) -> tuple[BackendStatus, list[QueueStats], lis
 
 
 def _status(backend: Backend, status: str, error: str | None, systems: tuple[str, ...]) -> BackendStatus:
-    return BackendStatus(backend.name, backend.kind, backend.redacted_url, status, error, systems)
+    return BackendStatus(backend.name, backend.kind, backend.redacted_url, status, error, systems, backend.notes())
 
 
 def take_snapshot(backends: Iterable[Backend], pool: ThreadPoolExecutor | None = None) -> Snapshot:
@@ -188,6 +191,15 @@ class Monitor:
         if status is not None and status.status == "down":
             raise BackendUnavailable(status.error or f"backend {backend!r} is down")
         return self.adapter(backend, system).queue(name)
+
+    def maintain(self, budget_seconds: float) -> None:
+        """Let each present adapter do its background upkeep (the sampler's job)."""
+        for backend in self.backends.values():
+            for adapter in backend.present():
+                try:
+                    adapter.maintain(budget_seconds)
+                except AdapterError as exc:
+                    log.warning("upkeep of %s on %s failed: %s", adapter.system, backend.name, exc)
 
     def changed(self) -> None:
         """Forget cached reads after an action, so every viewer sees its effect."""

@@ -38,6 +38,7 @@ class Sampler:
 
     def tick(self) -> Snapshot:
         snapshot = self.monitor.refresh()
+        self.monitor.maintain(budget_seconds=max(0.2, self.interval / 2))
         for listener in self.listeners:
             try:
                 listener(snapshot)

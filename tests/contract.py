@@ -160,3 +160,13 @@ class AdapterContract:
         with pytest.raises(NotFound):
             adapter.job(jobs.queue, "no-such-job-id")
         assert jobs.digest() == before
+
+
+class MaintainedAdapterContract:
+    """Mixed in by adapters whose failed list is an index kept up by ``maintain()``."""
+
+    def test_maintain_within_its_budget_changes_nothing_in_the_backend(self, adapter: Adapter, jobs: JobFactory) -> None:
+        jobs.failed(2)
+        before = jobs.digest()
+        adapter.maintain(budget_seconds=1.0)
+        assert jobs.digest() == before
