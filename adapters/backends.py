@@ -47,6 +47,7 @@ def redact_url(url: str) -> str:
 # queuewatch.adapters, one per line: adding a system is adding a line.
 REDIS_SYSTEMS = (
     "rq:RQAdapter",
+    "arq:ArqAdapter",
 )
 RABBITMQ_SYSTEMS: tuple[str, ...] = (
 )
