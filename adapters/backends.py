@@ -48,8 +48,11 @@ def redact_url(url: str) -> str:
 REDIS_SYSTEMS = (
     "rq:RQAdapter",
     "arq:ArqAdapter",
+    "dramatiq_redis:DramatiqRedisAdapter",
 )
 RABBITMQ_SYSTEMS: tuple[str, ...] = (
+    "dramatiq_rabbitmq:DramatiqRabbitAdapter",
+    "amqp:AMQPAdapter",
 )
 
 
@@ -139,12 +142,26 @@ class RedisBackend(Backend):
 
 
 class RabbitBackend(Backend):
+    """One RabbitMQ vhost: a short-lived AMQP connection per operation, the
+    management API where it answers, and the queue names known without it.
+
+    Without the management API nothing can list a vhost's queues, so the
+    adapters work from ``queues`` and ``dead_letter_queues`` (configuration)
+    and from the names they learn (``directory.learn``), counting them by passive declare.
+    """
+
     kind = "rabbitmq"
     adapter_classes = _load(RABBITMQ_SYSTEMS)
 
-    def __init__(self, *, name: str, url: str, timeout: float = 3.0) -> None:
+    def __init__(self, *, name: str, url: str, timeout: float = 3.0, management_url: str | None = None,
+                 queues: Iterable[str] = (), dead_letter_queues: Iterable[str] = ()) -> None:  # fmt: skip
+        # Imported here so that this module's imports stay those of every backend.
+        from .rabbitmq import ManagementAPI, QueueDirectory
+
         super().__init__(name=name, url=url)
         self.timeout = timeout
+        self.management = ManagementAPI.for_amqp_url(url, management_url, timeout=min(timeout, 2.0))
+        self.directory = QueueDirectory(self.management, queues=queues, dead_letter_queues=dead_letter_queues)
 
     def parameters(self) -> pika.URLParameters:
         params = pika.URLParameters(self.url)
@@ -168,12 +185,34 @@ class RabbitBackend(Backend):
             with contextlib.suppress(Exception):
                 conn.close()
 
+    def claimed_queues(self, names: Iterable[str], listing: list[Any] | None, but: str) -> set[str]:
+        """The queues among ``names`` that a job system's adapter (other than ``but``) shows as its own."""
+        claimed: set[str] = set()
+        for cls in self.adapter_classes:
+            claims = getattr(cls, "claims", None)
+            if cls.system != but and claims is not None:
+                claimed |= claims(list(names), listing)
+        return claimed
+
+    def notes(self) -> tuple[str, ...]:
+        management = self.management
+        if management.available is None:
+            return ()
+        if management.available:
+            return (f"Management API on ({management.base_url}): queues are listed from it, with unacked counts, rates and consumers.",)
+        return (
+            f"{management.error}: working from AMQP alone. Only queues named in the configuration or learned from "
+            "dead letters are shown; unacked counts, message rates, consumer connections and dead-letter "
+            "arguments (x-dead-letter-exchange) are unavailable.",
+        )
+
     def _make(self, cls: type[Adapter]) -> Adapter:
         return cls(backend=self.name, rabbit=self)  # type: ignore[call-arg]
 
     def probe(self) -> list[Adapter]:
         with self.connection():
             pass
+        self.directory.listing()  # one listing, shared by every adapter's detect()
         found = [cls for cls in self.adapter_classes if cls.detect(self)]  # type: ignore[attr-defined]
         self._present = {cls.system for cls in found}
         return [self.adapter(cls.system) for cls in found]
