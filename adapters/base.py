@@ -58,6 +58,13 @@ class QueueStats:
     links: tuple[tuple[str, str], ...] = ()
     # Sentences the operator should read with these numbers ("depth excludes ...").
     notes: tuple[str, ...] = ()
+    # Cumulative jobs of this queue completed (succeeded or failed) and failed,
+    # where the system keeps a per-queue counter (RabbitMQ's management API
+    # does); the history turns their change between snapshots into exact rates.
+    # A counter may restart from zero. None where there is no such counter: RQ
+    # has none, and its rates come from worker counters and failed-list growth.
+    processed_total: int | None = None
+    failed_total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,8 @@ class Worker:
     last_heartbeat: datetime | None
     current_job: str | None
     started_at: datetime | None = None
+    # Cumulative since the worker started; the history derives per-queue rates
+    # from their change (jobs done = successful + failed).
     successful_jobs: int | None = None
     failed_jobs: int | None = None
     version: str | None = None

@@ -255,8 +255,9 @@ class RQAdapter(Adapter):
                     last_heartbeat=parse_time(fields.get(b"last_heartbeat")),
                     current_job=_text(fields.get(b"current_job")),
                     started_at=parse_time(fields.get(b"birth")),
-                    successful_jobs=_int(fields.get(b"successful_job_count")),
-                    failed_jobs=_int(fields.get(b"failed_job_count")),
+                    # RQ writes a counter at its first increment: a live worker without one has done 0.
+                    successful_jobs=_int(fields.get(b"successful_job_count", b"0" if fields else None)),
+                    failed_jobs=_int(fields.get(b"failed_job_count", b"0" if fields else None)),
                     version=_text(fields.get(b"version")),
                 )
             )

@@ -14,8 +14,9 @@ from flask import Flask
 
 from . import config, csrf, filters
 from .monitor import Monitor
+from .recorder import Recorder
 from .sampler import Sampler
-from .state import StateStore
+from .state import open_store, secret_key
 
 __version__ = "0.1.0"
 
@@ -40,14 +41,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if app.config["POLL"] <= 0:
         raise ValueError("--poll must be a positive number of seconds")
     specs = config.parse_backends(config.split_specs(app.config["REDIS"]), config.split_specs(app.config["RABBITMQ"]))
-    state = StateStore(app.config["STATE"] or config.default_state_path())
+    state = open_store(app.config["STATE"] or config.default_state_path())
     if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = state.secret_key()
+        app.config["SECRET_KEY"] = secret_key(state)
 
     monitor = Monitor(specs, poll=app.config["POLL"])
-    sampler = Sampler(monitor, interval=app.config["POLL"])
+    recorder = Recorder(state, interval=app.config["POLL"])
+    sampler = Sampler(monitor, interval=app.config["POLL"], store=state, recorder=recorder)
     app.extensions["queuewatch.state"] = state
     app.extensions["queuewatch.monitor"] = monitor
+    app.extensions["queuewatch.recorder"] = recorder
     app.extensions["queuewatch.sampler"] = sampler
 
     csrf.init_app(app)

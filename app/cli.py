@@ -1,8 +1,9 @@
 """The ``queuewatch`` command: ``queuewatch`` alone is ``queuewatch serve``.
 
-Serves the app under gunicorn: one process (so one sampler and one shared
-snapshot) with a pool of threads for viewers. Every flag is also a
-``QUEUEWATCH_*`` environment variable.
+Serves the app under gunicorn: one process with a pool of threads for
+viewers by default, or ``--workers N`` processes. Each process runs a sampler;
+a lease in the state store lets one of them sample (app/sampler.py). Every
+flag is also a ``QUEUEWATCH_*`` environment variable.
 """
 
 from __future__ import annotations
@@ -40,16 +41,19 @@ def main(ctx: click.Context) -> None:
               help=f"A Redis database to watch (repeatable; 'none' for none). Default {config.DEFAULT_REDIS}.")
 @click.option("--rabbitmq", "rabbitmq_urls", envvar="QUEUEWATCH_RABBITMQ", multiple=True, metavar="[NAME=]URL",
               help="A RabbitMQ vhost to watch (repeatable; 'none' for none). Default amqp://guest:…@localhost:5672/%2F.")
-@click.option("--state", envvar="QUEUEWATCH_STATE", metavar="PATH",
-              help=f"The dashboard's own SQLite store. Default {config.default_state_path()}.")
+@click.option("--state", envvar="QUEUEWATCH_STATE", metavar="PATH_OR_URL",
+              help="The dashboard's own store (settings, history): a SQLite file, or a redis:// URL that "
+                   f"replicas share. Default {config.default_state_path()}.")
 @click.option("--poll", envvar="QUEUEWATCH_POLL", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
               help="Seconds between snapshots and page refreshes.")
 @click.option("--threads", envvar="QUEUEWATCH_THREADS", type=click.IntRange(1, 256), default=16, show_default=True,
-              help="Request threads.")
+              help="Request threads per worker process.")
+@click.option("--workers", envvar="QUEUEWATCH_WORKERS", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes. One samples at a time; each reads snapshots for its own viewers.")
 @click.option("--log-level", envvar="QUEUEWATCH_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...], state: str | None,
-          poll: float, threads: int, log_level: str) -> None:  # fmt: skip
+          poll: float, threads: int, workers: int, log_level: str) -> None:  # fmt: skip
     """Serve the dashboard under gunicorn, with the sampler."""
     overrides: dict[str, Any] = {"POLL": poll, "SAMPLER": True}
     if redis_urls:
@@ -57,6 +61,9 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
     if rabbitmq_urls:
         overrides["RABBITMQ"] = config.split_specs(rabbitmq_urls)
     if state:
+        scheme = state.split("://", 1)[0].lower() if "://" in state else ""
+        if scheme not in ("", "redis", "rediss"):
+            raise click.UsageError(f"--state {state!r}: expected a SQLite file path or a redis:// URL")
         overrides["STATE"] = state
     try:
         config.parse_backends(overrides.get("REDIS", config.DEFAULTS["REDIS"]),
@@ -73,8 +80,9 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
         def load_config(self) -> None:
             settings = {
                 "bind": bind,
-                # One process: one sampler, one snapshot shared by every viewer.
-                "workers": 1,
+                # Each process has its own snapshot for its viewers; the
+                # sampler's lease makes one of them sample for all.
+                "workers": workers,
                 "worker_class": "gthread",
                 "threads": threads,
                 "timeout": 60,

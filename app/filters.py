@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 
 from flask import Flask, Response
@@ -41,6 +42,11 @@ def display(value: object) -> str:
     return payload.render(value, limit=20_000)
 
 
+def digest(value: str) -> str:
+    """A short stable token for a name of any characters (an element id)."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def security_headers(response: Response) -> Response:
     """Defaults every page gets; job data never lands in a shared cache."""
     response.headers.setdefault("X-Frame-Options", "DENY")
@@ -57,5 +63,5 @@ def security_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    app.jinja_env.filters.update(number=number, duration=duration, ago=ago, isotime=isotime, display=display)
+    app.jinja_env.filters.update(number=number, duration=duration, ago=ago, isotime=isotime, display=display, digest=digest)
     app.after_request(security_headers)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import functools
+from collections.abc import Collection, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from queuewatch.adapters import payload
 from queuewatch.adapters.base import FailedJob, JobDetail, QueueStats, Worker
 
 from .filters import isotime
+from .history import Bucket, RateSource
 from .monitor import BackendStatus
 
 
@@ -39,6 +42,8 @@ def queue_json(stats: QueueStats) -> dict[str, Any]:
         "workers": stats.workers,
         "oldest_age_seconds": None if stats.oldest_age_seconds is None else round(stats.oldest_age_seconds, 3),
         "details": dict(stats.details),
+        "processed_total": stats.processed_total,
+        "failed_total": stats.failed_total,
     }
 
 
@@ -86,4 +91,37 @@ def job_json(job: JobDetail) -> dict[str, Any]:
         "started_at": _time(job.started_at),
         "worker": job.worker,
         "details": dict(job.details),
+    }
+
+
+@functools.lru_cache(maxsize=8192)  # every queue's points share the sample times
+def ms_time(t: int) -> str:
+    """A history time (ms since the epoch) in ISO 8601 UTC; milliseconds only when there are some."""
+    moment = datetime.fromtimestamp(t / 1000, timezone.utc)
+    return moment.isoformat(timespec="seconds" if t % 1000 == 0 else "milliseconds").replace("+00:00", "Z")
+
+
+def point_json(bucket: Bucket, metrics: Sequence[str], fields: Collection[str] | None = None, ranges: bool = True) -> dict[str, Any]:
+    """One history point; a downsampled one also says how many samples it holds and their min and max."""
+    shown = [(i, m) for i, m in enumerate(metrics) if fields is None or m in fields]
+    point: dict[str, Any] = {"t": ms_time(bucket.t)}
+    point.update((m, _rounded(bucket.value(i))) for i, m in shown)
+    if ranges and bucket.n > 1:
+        point["samples"] = bucket.n
+        point["min"] = {m: _rounded(bucket.stats[i].min) for i, m in shown if bucket.stats[i] is not None}
+        point["max"] = {m: _rounded(bucket.stats[i].max) for i, m in shown if bucket.stats[i] is not None}
+    return point
+
+
+def _rounded(value: float | None) -> float | None:
+    """Fractions as stored (32-bit floats) carry noise past the third decimal."""
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def rates_json(flags: int) -> dict[str, Any]:
+    """Where the newest point's rates came from, and whether they are estimates."""
+    processed, failed = RateSource.split(flags)
+    return {
+        name: {"source": RateSource.CODE[code], "description": RateSource.TEXT[code], "estimate": code in RateSource.ESTIMATES}
+        for name, code in (("processed", processed), ("failed", failed))
     }

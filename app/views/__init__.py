@@ -5,12 +5,16 @@ Views are thin: parse the request, call the monitor or one adapter, render.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from flask import current_app
 
 from queuewatch.adapters.base import ALL, Selection
 from queuewatch.adapters.errors import AdapterError, BackendUnavailable, NotFound, Unsupported
 
+from ..history import MAX_MINUTES, QUEUE_METRICS
 from ..monitor import Monitor
+from ..recorder import Recorder
 
 MAX_IDS = 10_000  # per request; larger selections use "all"
 MAX_PAGE = 500
@@ -18,6 +22,10 @@ MAX_PAGE = 500
 
 def monitor() -> Monitor:
     return current_app.extensions["queuewatch.monitor"]
+
+
+def recorder() -> Recorder:
+    return current_app.extensions["queuewatch.recorder"]
 
 
 def status_of(error: AdapterError) -> int:
@@ -62,3 +70,48 @@ def page_limit(raw: str | None, default: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
         raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
     return limit
+
+
+def minutes_arg(raw: str | None, default: float = 60) -> float:
+    """The span of a history request, in minutes (fractions allowed)."""
+    if raw in (None, ""):
+        return default
+    try:
+        minutes = float(raw)
+    except ValueError:
+        raise BadRequest(f"minutes must be a number, not {raw!r}") from None
+    if not 0 < minutes <= MAX_MINUTES:
+        raise BadRequest(f"minutes must be more than 0 and at most {MAX_MINUTES:,} (90 days)")
+    return minutes
+
+
+def since_arg(raw: str | None) -> int | None:
+    """``since``, an ISO 8601 time (a point's ``t``), as ms since the epoch."""
+    if raw in (None, ""):
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"since must be an ISO 8601 time such as 2026-11-21T06:48:15Z, not {raw!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def points_arg(raw: str | None, default: int = 4000) -> int:
+    if raw in (None, ""):
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise BadRequest("points must be a whole number from 1 to 10000")
+    return int(raw)
+
+
+def fields_arg(raw: str | None) -> tuple[str, ...] | None:
+    """Which metrics to answer with (comma-separated); all if absent."""
+    if raw in (None, ""):
+        return None
+    fields = tuple(f.strip() for f in raw.split(",") if f.strip())
+    unknown = [f for f in fields if f not in QUEUE_METRICS]
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(QUEUE_METRICS)}")
+    return fields

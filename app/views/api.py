@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from queuewatch.adapters.errors import AdapterError
+from queuewatch.adapters.errors import AdapterError, BackendUnavailable
 
-from .. import actions, serialize
-from . import BadRequest, code_of, monitor, page_limit, selection, status_of
+from .. import actions, history, serialize
+from . import (BadRequest, code_of, fields_arg, minutes_arg, monitor, page_limit, points_arg, recorder, selection,
+               since_arg, status_of)  # fmt: skip
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 QUEUE = "/queues/<backend>/<system>/<path:queue>"
@@ -117,3 +118,62 @@ def purge(backend: str, system: str, queue: str) -> Response:
     json_body()
     result = actions.perform(monitor(), backend, system, queue, "purge")
     return jsonify({"purged": result.affected})
+
+
+@bp.get(QUEUE + "/history")
+def queue_history(backend: str, system: str, queue: str) -> Response:
+    """A queue's counts and rates over the last ``minutes``, or only the points after ``since``."""
+    minutes = minutes_arg(request.args.get("minutes"))
+    after = since_arg(request.args.get("since"))
+    max_points = points_arg(request.args.get("points"))
+    monitor().adapter(backend, system)  # 404 for an unknown backend or system
+    key = history.series_key(backend, system, queue)
+    reading = recorder().read([key], minutes, after, max_points)
+    buckets = history.thin(reading.series.get(key, []), max_points, history.QUEUE_METRICS)
+    if not buckets and after is None:
+        try:
+            monitor().queue(backend, system, queue)  # 404 if there is no such queue either
+        except BackendUnavailable:
+            pass  # history is what it is while the backend is down
+    return jsonify(
+        {
+            "backend": backend,
+            "system": system,
+            "queue": queue,
+            "minutes": minutes,
+            "tier": reading.tier.name,
+            "step_seconds": reading.step_seconds,
+            "rates": serialize.rates_json(buckets[-1].flags if buckets else 0),
+            "points": [serialize.point_json(b, history.QUEUE_METRICS) for b in buckets],
+        }
+    )
+
+
+@bp.get("/history")
+def all_history() -> Response:
+    """Every queue's and backend's history in one answer (the overview's sparklines); ``fields`` narrows it."""
+    minutes = minutes_arg(request.args.get("minutes"))
+    after = since_arg(request.args.get("since"))
+    max_points = points_arg(request.args.get("points"), default=120)
+    fields = fields_arg(request.args.get("fields"))
+    reading = monitor().shared(
+        ("history", minutes, after, max_points, fields), lambda: recorder().read(None, minutes, after, max_points, fields=fields)
+    )
+    queues, backends = [], []
+    for key, buckets in sorted(reading.series.items()):
+        parts = history.series_parts(key)
+        metrics = history.metrics_of(key)
+        points = [serialize.point_json(b, metrics, fields if len(parts) == 3 else None, ranges=False)
+                  for b in history.thin(buckets, max_points, metrics)]  # fmt: skip
+        if len(parts) == 3:
+            queues.append({"backend": parts[0], "system": parts[1], "name": parts[2], "points": points})
+        else:
+            backends.append({"name": parts[0], "points": points})
+    return jsonify({"minutes": minutes, "tier": reading.tier.name, "step_seconds": reading.step_seconds,
+                    "queues": queues, "backends": backends})  # fmt: skip
+
+
+@bp.get("/sampler")
+def sampler() -> Response:
+    """Which dashboard process samples (holds the lease), and how often."""
+    return jsonify(current_app.extensions["queuewatch.sampler"].status())
