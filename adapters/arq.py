@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -59,11 +58,8 @@ CHUNK = 200  # results per requeue/delete transaction
 PURGE_CHUNK = 1_000
 JOB_EXPIRES_MS = 86_400_000  # what arq's enqueue_job gives a job: a day (expires_extra_ms)
 DEAD_WORKER_MEMORY = 3600.0  # seconds a worker whose report vanished is still shown, as dead
-DETECT_SCAN_COUNT = 1_000
 
 _SCRIPTS = {name: Path(__file__).with_name(f"arq_{name}.lua").read_text() for name in ("counts", "purge")}
-_sightings: weakref.WeakKeyDictionary[redis.Redis, list[int]] = weakref.WeakKeyDictionary()
-_sightings_lock = threading.Lock()
 
 
 class ArqAdapter(Adapter):
@@ -83,21 +79,13 @@ class ArqAdapter(Adapter):
 
     @classmethod
     def detect(cls, client: redis.Redis) -> bool:
-        """Arq is here if its default queue or worker report exists or, for custom queues,
-        once a bounded SCAN (one step per probe, kept per client) finds an ``arq:`` key or a
-        worker's ``<queue>:health-check`` report."""
-        if client.exists(DEFAULT_QUEUE, DEFAULT_QUEUE + HEALTH_SUFFIX):
-            return True
-        with _sightings_lock:
-            state = _sightings.setdefault(client, [0, 0])  # [cursor, found]
-            if not state[1]:
-                cursor, keys = client.scan(state[0], count=DETECT_SCAN_COUNT)
-                reports = [k for k in keys if k.endswith(HEALTH_SUFFIX.encode())]
-                found = any(k.startswith(b"arq:") for k in keys) or any(
-                    parse_health(value, None) for value in (client.mget(reports) if reports else [])
-                )
-                state[0], state[1] = int(cursor), int(found)
-            return bool(state[1])
+        """Arq is here if its default queue or worker report exists (custom queue names
+        are found by the backend's survey: ``recognizes``)."""
+        return bool(client.exists(DEFAULT_QUEUE, DEFAULT_QUEUE + HEALTH_SUFFIX))
+
+    @classmethod
+    def recognizes(cls, key: bytes) -> bool:
+        return key.startswith(b"arq:") or key.endswith(HEALTH_SUFFIX.encode())
 
     # -- background ------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import time
 from collections.abc import Iterator
 from typing import ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -112,6 +113,35 @@ class Backend:
             adapter.close()
 
 
+class KeySurvey:
+    """One slow walk of a database's keys shared by every system's discovery.
+
+    One SCAN step of ``count`` keys per snapshot, resuming where it stopped;
+    after a full pass over a large database it rests ``rest_seconds`` before
+    walking again (a small one fits in one step and is simply read each time).
+    So finding systems by key pattern costs one small SCAN per snapshot at
+    most, never a scan per system.
+    """
+
+    def __init__(self, count: int = 1000, rest_seconds: float = 300.0) -> None:
+        self.count = count
+        self.rest_seconds = rest_seconds
+        self._cursor = 0
+        self._steps = 0
+        self._resting_until = 0.0
+
+    def step(self, client: redis.Redis) -> list[bytes]:
+        if time.monotonic() < self._resting_until:
+            return []
+        cursor, keys = client.scan(self._cursor, count=self.count)
+        self._cursor, self._steps = int(cursor), self._steps + 1
+        if self._cursor == 0:
+            if self._steps > 1:
+                self._resting_until = time.monotonic() + self.rest_seconds
+            self._steps = 0
+        return keys
+
+
 class RedisBackend(Backend):
     kind = "redis"
     adapter_classes = _load(REDIS_SYSTEMS)
@@ -126,15 +156,23 @@ class RedisBackend(Backend):
             max_connections=64,
         )
 
+        self._survey = KeySurvey()
+        self._surveyed: set[str] = set()
+
     def _make(self, cls: type[Adapter]) -> Adapter:
         return cls(backend=self.name, client=self.client)  # type: ignore[call-arg]
 
     def probe(self) -> list[Adapter]:
         with redis_errors(f"Redis {self.redacted_url}"):
             self.client.ping()
-            found = [cls for cls in self.adapter_classes if cls.detect(self.client)]  # type: ignore[attr-defined]
-        self._present = {cls.system for cls in found}
-        return [self.adapter(cls.system) for cls in found]
+            found = {cls.system for cls in self.adapter_classes if cls.detect(self.client)}  # type: ignore[attr-defined]
+            unseen = [cls for cls in self.adapter_classes if cls.system not in found | self._surveyed]
+            if unseen:
+                for key in self._survey.step(self.client):
+                    self._surveyed.update(cls.system for cls in unseen if cls.recognizes(key))
+        # A system once seen stays shown (with no queues, if its keys went away).
+        self._present = found | self._surveyed
+        return [self.adapter(cls.system) for cls in self.adapter_classes if cls.system in self._present]
 
     def close(self) -> None:
         super().close()

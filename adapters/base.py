@@ -190,6 +190,17 @@ class Adapter(abc.ABC):
     def purge(self, queue: str) -> ActionResult:
         """Remove the waiting jobs of ``queue`` (never its failed jobs)."""
 
+    @classmethod
+    def recognizes(cls, key: bytes) -> bool:
+        """Whether a key met by the backend's survey SCAN belongs to this system.
+
+        ``detect()`` must stay O(1) (EXISTS on well-known keys): it runs on every
+        snapshot. Systems whose keys have no fixed name (custom queue names) are
+        also found by one shared, slow SCAN of the keyspace (RedisBackend) that
+        asks each system about the keys it meets. Default: recognizes nothing.
+        """
+        return False
+
     def maintain(self, budget_seconds: float) -> None:
         """Background upkeep the sampler runs once per poll interval, within a time
         budget: incremental scans, indexes, listeners. Never called on a page view.

@@ -126,18 +126,13 @@ class DramatiqRedisAdapter(Adapter):
 
     @classmethod
     def detect(cls, client: redis.Redis, namespace: str = "dramatiq") -> bool:
-        """Dramatiq is here if a broker process has dispatched a command, or any of its keys remain."""
-        if client.exists(f"{namespace}:__heartbeats__"):
-            return True
-        cursor, walked = 0, 0
-        while walked < 5_000:
-            cursor, keys = client.scan(cursor, match=_glob_escape(namespace) + ":*", count=1000)
-            if keys:
-                return True
-            walked += 1000
-            if cursor == 0:
-                break
-        return False
+        """Dramatiq is here if a broker process has dispatched a command (its heartbeats);
+        leftover keys without one are found by the backend's survey (``recognizes``)."""
+        return bool(client.exists(f"{namespace}:__heartbeats__"))
+
+    @classmethod
+    def recognizes(cls, key: bytes) -> bool:
+        return key.startswith(b"dramatiq:")
 
     def key(self, queue: str, suffix: str = "") -> str:
         return f"{self.prefix}{queue}{suffix}"

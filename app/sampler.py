@@ -5,7 +5,7 @@ Every dashboard process runs one (each gunicorn worker, each replica sharing a
 state store), and they compete for a lease in the store. The holder renews it
 at the start of every interval (it lives 1.5 intervals) and does the work; the
 others sleep until it would expire, try again, and meanwhile serve pages from
-snapshots read on demand. A holder that dies is replaced within two intervals.
+snapshots read on demand and run their own adapters' upkeep (in-memory indexes). A holder that dies is replaced within two intervals.
 Samples carry their interval's start and the store keeps one point per time,
 so not even a handover mid-interval records an interval twice.
 """
@@ -122,9 +122,13 @@ class Sampler:
         while not self._stop.is_set():
             started = time.time()
             held, left = self.try_lease()
-            if held:
-                try:
+            try:
+                if held:
                     self.tick(history.slot(int(started * 1000), self._interval_ms()))
-                except Exception:
-                    log.exception("sampler tick failed")
+                else:
+                    # Indexes kept by maintain() (Arq results, Celery events) live in
+                    # each process's memory: every process serving pages keeps its own.
+                    self.monitor.maintain(budget_seconds=max(0.2, self.interval / 2))
+            except Exception:
+                log.exception("sampler tick failed")
             self._stop.wait(history.next_wakeup(time.time(), self.interval, held, left))

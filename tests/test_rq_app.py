@@ -389,3 +389,20 @@ def test_huge_arguments_are_cut_short_not_a_slow_page_or_a_500(client, r, redis_
     api = client.get(f"/api/v1/queues/redis/rq/huge/jobs/{job.id}")
     assert api.status_code == 200
     assert api.get_json()["error_type"] == "RuntimeError" and len(api.get_json()["traceback"]) < 70_000
+
+
+def test_finding_systems_costs_at_most_one_small_scan_per_snapshot(r, redis_db, redis_url, tmp_path) -> None:
+    with r.pipeline() as pipe:
+        for i in range(5000):
+            pipe.set(f"unrelated:{i}", i)
+        pipe.execute()
+    app = create_app({"TESTING": True, "REDIS": [redis_url], "RABBITMQ": ["none"], "STATE": str(tmp_path / "s.db"), "POLL": 60})
+    monitor = app.extensions["queuewatch.monitor"]
+    with CommandCounter(redis_db) as counter:
+        for _ in range(10):
+            monitor.refresh()
+    scans = [c for c in counter.commands if c.upper().startswith("SCAN")]
+    assert 0 < len(scans) <= 10
+    assert all("COUNT 1000" in c.upper() for c in scans)
+    assert not any(c.upper().startswith("KEYS") for c in counter.commands)
+    monitor.close()
