@@ -89,6 +89,8 @@ class AMQPAdapter(Adapter):
     system = "amqp"
     label = "RabbitMQ"
     failed_label = "Dead letters"
+    failed_noun = ("dead letter", "dead letters")
+    purge_keeps_failed = False  # a DLQ's waiting messages are its dead letters
 
     def __init__(self, *, backend: str, rabbit: RabbitBackend, inspect_limit: int = WINDOW) -> None:
         super().__init__(backend=backend)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import redis
 
 from .arq_records import ArqRecord, attempts, describe_error, parse_health, read_record
-from .rq import args_preview
+from .payload import args_preview
 
 DEFAULT_QUEUE = "arq:queue"
 RESULT_PREFIX = "arq:result:"

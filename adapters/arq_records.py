@@ -18,7 +18,7 @@ from typing import Any
 from . import payload
 from .base import JobDetail
 from .payload import PickledObject
-from .rq import args_preview
+from .payload import args_preview
 from .tracebacks import clip
 
 MESSAGE_LIMIT = 4_000  # characters of an exception message

@@ -154,6 +154,11 @@ class Adapter(abc.ABC):
     label: ClassVar[str]  # how the UI names the system: "RQ"
     # What the failed list is called in this system ("Failed", "Dead letters").
     failed_label: ClassVar[str] = "Failed"
+    # One and many of what that list holds, for sentences: "3 failed jobs", "1 dead letter".
+    failed_noun: ClassVar[tuple[str, str]] = ("failed job", "failed jobs")
+    # Whether purging a queue's waiting jobs leaves its failed list alone (a
+    # RabbitMQ dead-letter queue's waiting messages ARE its dead letters).
+    purge_keeps_failed: ClassVar[bool] = True
 
     def __init__(self, *, backend: str) -> None:
         self.backend = backend

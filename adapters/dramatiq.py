@@ -19,7 +19,7 @@ from typing import Any
 
 from . import payload
 from .base import FailedJob, JobDetail
-from .rq import args_preview
+from .payload import args_preview
 from .tracebacks import clip, split_exception
 
 LIST_DECODE_LIMIT = 256 * 1024  # bytes of a message decoded per row of a list

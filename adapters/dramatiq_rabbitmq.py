@@ -65,6 +65,7 @@ class DramatiqRabbitAdapter(Adapter):
     system = "dramatiq"
     label = "Dramatiq"
     failed_label = "Dead letters"
+    failed_noun = ("dead letter", "dead letters")
 
     def __init__(self, *, backend: str, rabbit: RabbitBackend, inspect_limit: int = WINDOW) -> None:
         super().__init__(backend=backend)

@@ -112,6 +112,7 @@ class DramatiqRedisAdapter(Adapter):
     system = "dramatiq"
     label = "Dramatiq"
     failed_label = "Dead letters"
+    failed_noun = ("dead letter", "dead letters")
 
     def __init__(self, *, backend: str, client: redis.Redis, namespace: str = "dramatiq",
                  heartbeat_timeout_ms: int = 60_000) -> None:  # fmt: skip

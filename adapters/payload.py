@@ -402,3 +402,18 @@ def _json_key(key: Any) -> str:
     if isinstance(key, (datetime.date, datetime.time)):
         return key.isoformat()
     return render(key, limit=_JSON_TEXT)
+
+
+def args_preview(args: Sequence[Any], kwargs: dict[str, Any], limit: int = 160) -> str:
+    """``1, 'x', to='a@b'`` cut to ``limit`` characters."""
+    items = [("", value) for value in args] + [(f"{key}=", value) for key, value in kwargs.items()]
+    parts: list[str] = []
+    budget = limit
+    for prefix, value in items:
+        if budget <= 0:
+            break
+        text = prefix + render(value, limit=budget)
+        parts.append(text)
+        budget -= len(text) + 2
+    preview = ", ".join(parts)
+    return preview if len(preview) <= limit else preview[: limit - 1] + "…"

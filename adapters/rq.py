@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from . import payload
+from .payload import args_preview  # noqa: F401  (re-exported: adapters import it from here too)
 from .base import ALL, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
 from ._redis import redis_errors
 from .errors import NotFound
@@ -111,21 +112,6 @@ def _call_parts(decoded: payload.Decoded) -> tuple[str | None, tuple[Any, ...], 
         kwargs = {str(k): v for k, v in kwargs.items()} if isinstance(kwargs, dict) else {}
         return name, args, kwargs
     return None, (), {}
-
-
-def args_preview(args: Sequence[Any], kwargs: dict[str, Any], limit: int = 160) -> str:
-    """``1, 'x', to='a@b'`` cut to ``limit`` characters."""
-    items = [("", value) for value in args] + [(f"{key}=", value) for key, value in kwargs.items()]
-    parts: list[str] = []
-    budget = limit
-    for prefix, value in items:
-        if budget <= 0:
-            break
-        text = prefix + payload.render(value, limit=budget)
-        parts.append(text)
-        budget -= len(text) + 2
-    preview = ", ".join(parts)
-    return preview if len(preview) <= limit else preview[: limit - 1] + "…"
 
 
 class RQAdapter(Adapter):

@@ -14,6 +14,13 @@ def number(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
 
 
+def quantity(count: int | None, noun: tuple[str, str]) -> str:
+    """"1 failed job", "3 dead letters"."""
+    if count is None:
+        return f"some {noun[1]}"
+    return f"{count:,} {noun[0] if count == 1 else noun[1]}"
+
+
 def duration(seconds: float | None) -> str:
     """3s, 4m 10s, 2h 5m, 3d 4h."""
     if seconds is None:
@@ -63,5 +70,5 @@ def security_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    app.jinja_env.filters.update(number=number, duration=duration, ago=ago, isotime=isotime, display=display, digest=digest)
+    app.jinja_env.filters.update(number=number, quantity=quantity, duration=duration, ago=ago, isotime=isotime, display=display, digest=digest)
     app.after_request(security_headers)

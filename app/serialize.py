@@ -27,6 +27,7 @@ def backend_json(status: BackendStatus) -> dict[str, Any]:
         "status": status.status,
         "error": status.error,
         "systems": list(status.systems),
+        "notes": list(status.notes),
     }
 
 
@@ -42,6 +43,8 @@ def queue_json(stats: QueueStats) -> dict[str, Any]:
         "workers": stats.workers,
         "oldest_age_seconds": None if stats.oldest_age_seconds is None else round(stats.oldest_age_seconds, 3),
         "details": dict(stats.details),
+        "links": [{"label": label, "queue": name} for label, name in stats.links],
+        "notes": list(stats.notes),
         "processed_total": stats.processed_total,
         "failed_total": stats.failed_total,
     }
@@ -91,6 +94,7 @@ def job_json(job: JobDetail) -> dict[str, Any]:
         "started_at": _time(job.started_at),
         "worker": job.worker,
         "details": dict(job.details),
+        "notes": list(job.notes),
     }
 
 

@@ -107,7 +107,11 @@ def _act(backend: str, system: str, queue: str, action: str) -> Response:
     noun = "waiting job" if action == "purge" else "job"
     message = f"{verb} {result.affected:,} {noun}{'' if result.affected == 1 else 's'}."
     if result.not_found:
-        message += f" {len(result.not_found):,} were no longer there (already {'moved' if action == 'requeue' else 'gone'})."
+        left = len(result.not_found)
+        if action == "requeue":
+            message += f" {left:,} could not be: already moved or gone, or not requeueable (the job's page says why)."
+        else:
+            message += f" {left:,} {'was' if left == 1 else 'were'} already gone."
     flash(message, "success" if result.affected or not result.not_found else "warning")
     if action != "purge" and ids is not ALL and len(ids) == 1 and result.affected == 1:
         # The job page of a job that has just left the failed list: go to its queue.
