@@ -48,11 +48,13 @@ def redact_url(url: str) -> str:
 # queuewatch.adapters, one per line: adding a system is adding a line.
 REDIS_SYSTEMS = (
     "rq:RQAdapter",
+    "celery:CeleryRedisAdapter",
     "arq:ArqAdapter",
     "dramatiq_redis:DramatiqRedisAdapter",
 )
 RABBITMQ_SYSTEMS: tuple[str, ...] = (
     "dramatiq_rabbitmq:DramatiqRabbitAdapter",
+    "celery_rabbitmq:CeleryRabbitAdapter",
     "amqp:AMQPAdapter",
 )
 
