@@ -87,6 +87,8 @@ class Worker:
     successful_jobs: int | None = None
     failed_jobs: int | None = None
     version: str | None = None
+    # What else the system reports about the worker (load average, active tasks...): (label, text).
+    details: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,7 @@ from .celery_pidbox import queue_names
 
 @dataclass(frozen=True)
 class CeleryWorker(Worker):
-    """A worker with what Celery's heartbeats also say (load average, active tasks...)."""
-
-    details: tuple[tuple[str, str], ...] = ()
+    """A worker with what Celery's heartbeats also say (load average, active tasks...) in ``details``."""
 
 
 def present(seen: WorkerSeen, alive: bool, *, backend: str, system: str) -> CeleryWorker:

@@ -66,6 +66,7 @@ def worker_json(worker: Worker) -> dict[str, Any]:
         "successful_jobs": worker.successful_jobs,
         "failed_jobs": worker.failed_jobs,
         "version": worker.version,
+        "details": dict(worker.details),
     }
 
 
