@@ -50,9 +50,9 @@ VOLUME ["/data"]
 
 # Inside a container the loopback default (127.0.0.1:8000) is unreachable from
 # the host, so listen on all interfaces.
-# NOTE: once authentication lands, a non-loopback bind without any configured
-# user will require an explicit `--insecure-no-auth` flag (or users); this
-# image will then need one or the other.
+# A non-loopback bind without users refuses to start: give the container
+# users (QUEUEWATCH_USERS=/path/users.toml or QUEUEWATCH_USER_<NAME>) or, only
+# behind something that authenticates, QUEUEWATCH_INSECURE_NO_AUTH=1.
 ENV QUEUEWATCH_BIND=0.0.0.0:8000 \
     QUEUEWATCH_STATE=/data/queuewatch.sqlite3
 

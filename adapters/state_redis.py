@@ -8,10 +8,14 @@ the ``--state`` URL names:
 - ``queuewatch:lease:NAME`` — the holder's id, with a TTL (SET PX; renewed and
   released by the Lua scripts next to this module, so only the holder can);
 - ``queuewatch:series`` and ``queuewatch:tiers`` — sets naming what exists;
+- ``queuewatch:audit`` — a stream of audit entries (field ``e``, JSON text),
+  capped at about ``AUDIT_KEEP`` entries; the entry id is the cursor;
 - ``queuewatch:h:TIER:SERIES`` — a stream per series and tier: entry id is the
   point's time in ms (so a time is stored once, in order), field ``v`` the
   encoded point. Streams keep ~100 entries per listpack node, which is what
   makes a year of points cheap in memory. XTRIM MINID needs Redis 6.2.
+
+The alert keys (rules, states, history, claims) are in ``state_redis_alerts.py``.
 
 No Flask here; redis-py errors become ``BackendUnavailable`` at one boundary.
 """
@@ -21,15 +25,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import re
+
 import redis
 
 from ._redis import redis_errors
 from .backends import redact_url
+from .state_redis_alerts import RedisAlertStore
 
+AUDIT_KEEP = 100_000
+_STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 _SCRIPTS = {name: Path(__file__).with_name(f"state_redis_{name}.lua").read_text() for name in ("lease", "release")}
 
 
-class RedisStateStore:
+class RedisStateStore(RedisAlertStore):
     """Settings, the sampler's lease and history in one Redis database."""
 
     def __init__(self, *, url: str | None = None, client: redis.Redis | None = None, prefix: str = "queuewatch:",
@@ -166,6 +175,20 @@ class RedisStateStore:
                         pipe.xlen(self._stream(tier, key))
                 lengths = pipe.execute()
         return {key: sum(lengths[i * len(tiers) : (i + 1) * len(tiers)]) for i, key in enumerate(keys)}
+
+    # -- audit -----------------------------------------------------------------
+
+    def add_audit(self, entry: str) -> str:
+        with redis_errors(self._what):
+            entry_id = self.client.xadd(self._key("audit"), {b"e": entry.encode()}, maxlen=AUDIT_KEEP, approximate=True)
+        return entry_id.decode()
+
+    def audit(self, limit: int, before: str | None = None) -> list[tuple[str, str]]:
+        if before is not None and not _STREAM_ID.match(before):
+            raise ValueError(f"not an audit cursor: {before!r}")
+        with redis_errors(self._what):
+            rows = self.client.xrevrange(self._key("audit"), max=f"({before}" if before else "+", min="-", count=limit)
+        return [(entry_id.decode(), fields[b"e"].decode()) for entry_id, fields in rows]
 
     def memory_bytes(self) -> int:
         """Memory the history keys take in Redis (MEMORY USAGE; for the docs and tests)."""

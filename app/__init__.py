@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import config, csrf, filters
+from . import auth, config, csrf, filters, openapi
 from .monitor import Monitor
 from .recorder import Recorder
 from .sampler import Sampler
@@ -53,6 +53,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["queuewatch.recorder"] = recorder
     app.extensions["queuewatch.sampler"] = sampler
 
+    auth.init_app(app)  # before csrf: who you are (401) is answered before whether the form is ours (403)
     csrf.init_app(app)
     filters.init_app(app)
     from .views import api, health, pages
@@ -60,6 +61,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    from .views import audit as audit_views
+    from .views import auth as auth_views
+
+    app.register_blueprint(auth_views.bp)
+    app.register_blueprint(audit_views.bp)
+    app.register_blueprint(openapi.bp)
+
+    from . import alerting
+    from .views import alerts as alert_views
+
+    alerting.init_app(app, sampler)  # rules evaluated on the lease holder's snapshots; the banner on every page
+    app.register_blueprint(alert_views.bp)
+    app.register_blueprint(alert_views.api)
 
     if app.config["SAMPLER"]:
         sampler.start()

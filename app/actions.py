@@ -1,47 +1,35 @@
 """Requeue, delete and purge: the one path every write takes, from page or API.
 
-It calls the adapter, tells the monitor that cached reads are stale, and logs
-the action as one JSON line (the audit log will hang off the same call).
+It calls the adapter, tells the monitor that cached reads are stale, and
+writes the audit entry (app/audit.py: the state store and one JSON line on
+``queuewatch.audit``) whether the action succeeded or failed.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-
 from queuewatch.adapters.base import ALL, ActionResult, Selection
 
+from . import audit
 from .monitor import Monitor
-
-log = logging.getLogger("queuewatch.actions")
 
 ACTIONS = ("requeue", "delete", "purge")
 
 
 def perform(monitor: Monitor, backend: str, system: str, queue: str, action: str, ids: Selection = ALL) -> ActionResult:
-    """Run ``action`` on a queue. Raises the adapter's errors."""
+    """Run ``action`` on a queue and audit it. Raises the adapter's errors."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
-    adapter = monitor.adapter(backend, system)
+    where = {"backend": backend, "system": system, "queue": queue, "ids": "all" if ids is ALL else list(ids)}
     try:
+        adapter = monitor.adapter(backend, system)
         if action == "purge":
             result = adapter.purge(queue)
         else:
             result = getattr(adapter, action)(queue, ids)
+    except Exception as exc:
+        audit.record(action, **where, result=f"error: {type(exc).__name__}: {exc}"[:500])
+        raise
     finally:
         monitor.changed()
-    log.info(
-        json.dumps(
-            {
-                "event": "action",
-                "action": action,
-                "backend": backend,
-                "system": system,
-                "queue": queue,
-                "ids": "all" if ids is ALL else list(ids)[:100],
-                "affected": result.affected,
-                "not_found": len(result.not_found),
-            }
-        )
-    )
+    audit.record(action, **where, affected=result.affected)
     return result

@@ -8,12 +8,14 @@ flag is also a ``QUEUEWATCH_*`` environment variable.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from typing import Any
 
 import click
 
-from . import config
+from . import auth, config
 
 
 def _check_bind(value: str) -> str:
@@ -52,10 +54,54 @@ def main(ctx: click.Context) -> None:
               help="Worker processes. One samples at a time; each reads snapshots for its own viewers.")
 @click.option("--log-level", envvar="QUEUEWATCH_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--users", envvar="QUEUEWATCH_USERS", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Users: TOML or JSON lines of name, role (viewer/operator/admin), password_hash (queuewatch hash-password).")
+@click.option("--tokens", envvar="QUEUEWATCH_TOKENS", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="API tokens: TOML or JSON lines of name, role, token_hash (queuewatch make-token).")
+@click.option("--trust-user-header", envvar="QUEUEWATCH_TRUST_USER_HEADER", metavar="HEADER",
+              help="Take the user name from this header (e.g. X-Forwarded-User), only from --trusted-proxy addresses.")
+@click.option("--trust-role-header", envvar="QUEUEWATCH_TRUST_ROLE_HEADER", metavar="HEADER",
+              help="Take the role from this header (else --trust-default-role).")
+@click.option("--trust-default-role", envvar="QUEUEWATCH_TRUST_DEFAULT_ROLE", default="viewer", show_default=True,
+              type=click.Choice(["viewer", "operator", "admin"]))
+@click.option("--trusted-proxy", "trusted_proxies", envvar="QUEUEWATCH_TRUSTED_PROXIES", multiple=True, metavar="ADDRESS",
+              help="Address of the authenticating proxy (repeatable). Default 127.0.0.1 and ::1.")
+@click.option("--secure-cookies", envvar="QUEUEWATCH_SECURE_COOKIES", is_flag=True,
+              help="Mark the session cookie Secure (behind a TLS-terminating proxy).")
+@click.option("--read-only", envvar="QUEUEWATCH_READ_ONLY", is_flag=True, help="Refuse every change with 403.")
+@click.option("--insecure-no-auth", envvar="QUEUEWATCH_INSECURE_NO_AUTH", is_flag=True,
+              help="Serve without authentication on a non-loopback address (only behind something that authenticates).")
+@click.option("--webhook", "webhooks", envvar="QUEUEWATCH_WEBHOOK", multiple=True, metavar="[slack=]URL",
+              help="Post alert notifications here (repeatable; generic JSON, or slack= for Slack's payload). "
+                   "More targets can be added on the alerts page.")
 def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...], state: str | None,
-          poll: float, threads: int, workers: int, log_level: str) -> None:  # fmt: skip
+          poll: float, threads: int, workers: int, log_level: str, users: str | None, tokens: str | None,
+          trust_user_header: str | None, trust_role_header: str | None, trust_default_role: str,
+          trusted_proxies: tuple[str, ...], secure_cookies: bool, read_only: bool, insecure_no_auth: bool,
+          webhooks: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Serve the dashboard under gunicorn, with the sampler."""
-    overrides: dict[str, Any] = {"POLL": poll, "SAMPLER": True}
+    overrides: dict[str, Any] = {"POLL": poll, "SAMPLER": True, "BIND": bind, "USERS": users, "TOKENS": tokens,
+                                 "TRUST_USER_HEADER": trust_user_header, "TRUST_ROLE_HEADER": trust_role_header,
+                                 "TRUST_DEFAULT_ROLE": trust_default_role, "SESSION_COOKIE_SECURE": secure_cookies,
+                                 "READ_ONLY": read_only, "INSECURE_NO_AUTH": insecure_no_auth}  # fmt: skip
+    if trusted_proxies:
+        overrides["TRUSTED_PROXIES"] = config.split_specs(trusted_proxies)
+    try:
+        env_credentials = {k[len("QUEUEWATCH_"):]: v for k, v in os.environ.items() if k.startswith(("QUEUEWATCH_USER_", "QUEUEWATCH_TOKEN_"))}
+        credentials = auth.load_credentials(users, tokens, env_credentials)
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    problem = auth.exposure_problem(bind, credentials.any or bool(trust_user_header), insecure_no_auth)
+    if problem:
+        raise click.UsageError(problem)
+    if webhooks:
+        from .notify import parse_webhook
+
+        overrides["WEBHOOK"] = config.split_specs(webhooks)
+        try:
+            [parse_webhook(spec) for spec in overrides["WEBHOOK"]]
+        except ValueError as exc:
+            raise click.UsageError(f"--webhook: {exc}") from exc
     if redis_urls:
         overrides["REDIS"] = config.split_specs(redis_urls)
     if rabbitmq_urls:
@@ -104,3 +150,26 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
 
     click.echo(f"queuewatch serving on http://{bind}/", err=True)
     Server().run()
+
+
+@main.command("hash-password")
+@click.option("--password", envvar="QUEUEWATCH_PASSWORD", help="The password (else asked for, without echo).")
+def hash_password(password: str | None) -> None:
+    """Print a password hash for a users file or QUEUEWATCH_USER_<NAME>=role:HASH."""
+    from werkzeug.security import generate_password_hash
+
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise click.UsageError("the password is empty")
+    click.echo(generate_password_hash(password))
+
+
+@main.command("make-token")
+@click.argument("name")
+@click.argument("role", type=click.Choice(auth.ROLES))
+def make_token(name: str, role: str) -> None:
+    """Make an API token: prints the token (give it to the client) and the line for the tokens file."""
+    token = auth.make_token()
+    click.echo(f"token: {token}")
+    click.echo("tokens file line: " + json.dumps({"name": name, "role": role, "token_hash": auth.hash_token(token)}))

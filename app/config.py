@@ -25,6 +25,17 @@ DEFAULTS = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_NAME": "queuewatch_session",
+    "SESSION_COOKIE_SECURE": False,  # --secure-cookies; HTTPS requests get Secure anyway (app/auth.py)
+    # Who may do what (app/auth.py, README "Security"): no users and a loopback bind = open.
+    "BIND": None,  # the CLI passes --bind; None (a test client) counts as loopback
+    "USERS": None,  # users file: TOML or JSON lines of name, role, password_hash
+    "TOKENS": None,  # tokens file: name, role, token_hash
+    "TRUST_USER_HEADER": None,  # e.g. X-Forwarded-User, only from TRUSTED_PROXIES
+    "TRUST_ROLE_HEADER": None,
+    "TRUST_DEFAULT_ROLE": "viewer",
+    "TRUSTED_PROXIES": ["127.0.0.1", "::1"],
+    "INSECURE_NO_AUTH": False,
+    "READ_ONLY": False,
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

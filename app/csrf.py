@@ -3,7 +3,9 @@
 Forms and htmx requests carry a per-session token (form field ``csrf_token``
 or header ``X-CSRF-Token``). JSON API writes are exempt: ``application/json``
 cannot be sent cross-site without a CORS preflight, which we never grant.
-Browsers that send ``Sec-Fetch-Site: cross-site`` are refused outright.
+Requests with ``Authorization: Bearer`` are exempt too (the token, not a
+cookie, is what authorises them). Browsers that send ``Sec-Fetch-Site:
+cross-site`` are refused outright.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def csrf_token() -> str:
 
 
 def is_json_api_request() -> bool:
-    return request.path.startswith("/api/") and request.mimetype == "application/json"
+    # PUT and DELETE, like a JSON body, cannot be sent cross-site without a preflight (a body-less API DELETE).
+    return request.path.startswith("/api/") and (request.mimetype == "application/json" or request.method in ("PUT", "DELETE"))
 
 
 def check_request() -> None:
@@ -32,8 +35,8 @@ def check_request() -> None:
         return
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
         abort(403, description="cross-site requests are refused")
-    if is_json_api_request():
-        return
+    if is_json_api_request() or request.headers.get("Authorization", "")[:7].lower() == "bearer ":
+        return  # a browser sends neither cross-site without a preflight; bearer requests carry no cookie authority
     sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
     expected = session.get("csrf")
     if not expected or not hmac.compare_digest(str(sent), str(expected)):

@@ -1,4 +1,5 @@
-"""The dashboard's own state store: settings, the sampler's lease, and history.
+"""The dashboard's own state store: settings, the sampler's lease, and history
+(and alert rules, states, history and claims: ``app/state_alerts.py``).
 
 ``StateStore`` is the interface; ``open_store`` picks the implementation from
 ``--state``: a SQLite file (the default: embedded, nothing to run) or a
@@ -24,6 +25,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from .state_alerts import ALERT_SCHEMA, AlertStore, SQLiteAlertStore
+
 Point = tuple[str, int, bytes]  # (series, t in ms, payload)
 
 SCHEMA = """
@@ -37,11 +40,13 @@ CREATE TABLE IF NOT EXISTS samples (
     data BLOB NOT NULL,
     PRIMARY KEY (series, tier, t)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, entry TEXT NOT NULL);
 """
+AUDIT_KEEP = 100_000  # audit entries kept; the oldest go first
 
 
 @runtime_checkable
-class StateStore(Protocol):
+class StateStore(AlertStore, Protocol):
     """What the dashboard keeps for itself. Every implementation passes tests/test_state_store.py."""
 
     location: str  # where, for logs (no password)
@@ -81,6 +86,13 @@ class StateStore(Protocol):
     def forget_empty_series(self) -> int:
         """Drop series that have no points left in any tier."""
 
+    def add_audit(self, entry: str) -> str:
+        """Append one audit entry (opaque JSON text); returns its id. Keeps the newest AUDIT_KEEP."""
+
+    def audit(self, limit: int, before: str | None = None) -> list[tuple[str, str]]:
+        """Up to ``limit`` (id, entry), newest first, older than the id ``before`` if given.
+        Raises ValueError for a ``before`` that is not an id this store made."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -103,7 +115,7 @@ def secret_key(store: StateStore) -> str:
     return store.set_default("secret_key", secrets.token_urlsafe(48))
 
 
-class SQLiteStateStore:
+class SQLiteStateStore(SQLiteAlertStore):
     """The state store in a SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
@@ -113,6 +125,7 @@ class SQLiteStateStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            db.executescript(ALERT_SCHEMA)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -230,6 +243,25 @@ class SQLiteStateStore:
     def forget_empty_series(self) -> int:
         with self._connect() as db:
             return db.execute("DELETE FROM series WHERE NOT EXISTS (SELECT 1 FROM samples x WHERE x.series = series.id)").rowcount
+
+    # -- audit -----------------------------------------------------------------
+
+    def add_audit(self, entry: str) -> str:
+        with self._connect() as db:
+            entry_id = db.execute("INSERT INTO audit (entry) VALUES (?)", (entry,)).lastrowid
+            if entry_id % 1000 == 0:
+                db.execute("DELETE FROM audit WHERE id <= ?", (entry_id - AUDIT_KEEP,))
+        return str(entry_id)
+
+    def audit(self, limit: int, before: str | None = None) -> list[tuple[str, str]]:
+        bound = int(before) if before and before.isdigit() else None
+        if before and bound is None:
+            raise ValueError(f"not an audit cursor: {before!r}")
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT id, entry FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?", (bound if bound is not None else 2**62, limit)
+            ).fetchall()
+        return [(str(i), e) for i, e in rows]
 
     def size_bytes(self) -> int:
         """The file's size on disk, WAL included (for the docs and tests)."""

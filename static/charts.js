@@ -133,12 +133,25 @@
     var revision = "range-" + this.minutes;  // a new range resets the zoom; ticks keep it
     return {
       c: c,
-      counts: layout(c, revision, {
+      counts: layout(c, revision, Object.assign({
         yaxis2: { overlaying: "y", side: "right", rangemode: "tozero", showgrid: false, tickfont: { color: c.muted },
                   title: { text: "oldest (s)", font: { color: c.muted } } }
-      }),
+      }, this.thresholdLayout(c))),
       rates: layout(c, revision, { yaxis: { rangemode: "tozero", gridcolor: c.line, tickfont: { color: c.muted },
                                             title: { text: "jobs / min", font: { color: c.muted } } } })
+    };
+  };
+
+  // The queue's alert threshold (data-alert-threshold, from its rule) as a dashed line
+  // across the chart; plotly counts shapes in the autorange, so the line is always in view.
+  QueueHistory.prototype.thresholdLayout = function (c) {
+    var threshold = parseFloat(this.section.dataset.alertThreshold);
+    if (!isFinite(threshold)) return { shapes: [], annotations: [] };
+    return {
+      shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, yref: "y", y0: threshold, y1: threshold,
+                 line: { color: c.bad, width: 1.5, dash: "dash" } }],
+      annotations: [{ xref: "paper", x: 1, xanchor: "right", yref: "y", y: threshold, yanchor: "bottom", showarrow: false,
+                      text: "alert above " + threshold.toLocaleString(), font: { color: c.bad, size: 11 } }]
     };
   };
 
@@ -177,6 +190,8 @@
     this.counts.dataset.lastValue = count ? String(waiting.y[count - 1]) : "";
     this.counts.dataset.lastT = this.last || "";
     this.rates.dataset.pointsCount = String(this.rates.data ? this.rates.data[0].x.length : 0);
+    var shapes = (this.counts.layout && this.counts.layout.shapes) || [];
+    this.counts.dataset.threshold = shapes.length ? String(shapes[0].y0) : "";
     this.section.dataset.pointsCount = String(count);
   };
 

@@ -866,6 +866,33 @@ def test_mutated_pickles_raise_only_payload_error(value, protocol, flips, cut):
     json.dumps(to_jsonable(result.value))
 
 
+@FAST
+@given(
+    evil=st.sampled_from([Evil, EvilSubprocess, EvilEval]),
+    protocol=st.sampled_from(PROTOCOLS),
+    flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=3),
+    layers=st.lists(st.sampled_from(["zlib", "base64"]), max_size=2),
+)
+def test_mutated_wrapped_command_pickles_never_run_and_raise_only_payload_error(tmp_path_factory, evil, protocol, flips, layers):
+    """Issue 8: whatever shape a hostile payload takes, decoding runs and imports nothing."""
+    marker = tmp_path_factory.getbasetemp() / f"pwned-{uuid.uuid4().hex}"
+    data = bytearray(pickle.dumps(evil(f"touch {marker}" if evil is Evil else str(marker)), protocol=protocol))
+    for position, byte in flips:
+        data[position % len(data)] = byte
+    blob = bytes(data)
+    for layer in layers:
+        blob = zlib.compress(blob) if layer == "zlib" else base64.b64encode(blob)
+    with forbidding_execution() as attempts:
+        result = decode(blob)
+        try:
+            read_pickle(bytes(data))
+        except PayloadError:
+            pass
+    assert attempts == [] and not marker.exists()
+    assert isinstance(result, Decoded)
+    render(result.value)
+
+
 def test_module_exports_the_documented_api():
     names = {"PayloadError", "PickledGlobal", "PickledObject", "Opaque", "Decoded"}
     names |= {"read_pickle", "decode", "render", "to_jsonable"}

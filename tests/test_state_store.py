@@ -122,6 +122,62 @@ class StateStoreContract:
         depths = [b.value(0) for b in reading.series[EMAILS]]
         assert depths[-1] == 71 and len(depths) == 30
 
+    def test_alert_rules_are_kept_replaced_and_removed(self, store: StateStore) -> None:
+        assert store.alert_rules() == {}
+        store.put_alert_rule('["redis","rq","emails"]', '{"max_depth": 5}')
+        store.put_alert_rule('["redis","rq","emails"]', '{"max_depth": 7}')
+        store.put_alert_rule('["*","*","*"]', '{"max_depth": 100}')
+        assert store.alert_rules() == {'["*","*","*"]': '{"max_depth": 100}', '["redis","rq","emails"]': '{"max_depth": 7}'}
+        assert store.delete_alert_rule('["redis","rq","emails"]') is True
+        assert store.delete_alert_rule('["redis","rq","emails"]') is False
+        assert list(store.alert_rules()) == ['["*","*","*"]']
+
+    def test_alert_states_are_written_and_dropped_together(self, store: StateStore) -> None:
+        store.put_alert_states({"a": "1", "b": "2"}, [])
+        store.put_alert_states({"b": "3", "c": "4"}, ["a", "never"])
+        assert store.alert_states() == {"b": "3", "c": "4"}
+        store.put_alert_states({}, [])
+        assert store.alert_states() == {"b": "3", "c": "4"}
+
+    def test_alert_history_is_updated_in_place_and_bounded(self, store: StateStore) -> None:
+        for i in range(7):
+            store.record_alert(f"e{i}", 1000 + i, f"firing {i}", keep=5)
+        store.record_alert("e6", 1006, "resolved 6", keep=5)
+        assert store.alert_history(limit=10) == ["resolved 6", "firing 5", "firing 4", "firing 3", "firing 2"]
+        assert store.alert_history(limit=2) == ["resolved 6", "firing 5"]
+
+    def test_a_notification_is_claimed_by_exactly_one_of_racing_replicas(self, store: StateStore) -> None:
+        winners: list[str] = []
+        start = threading.Barrier(8)
+
+        def claim(name: str) -> None:
+            start.wait()
+            if store.claim("emails#1.2", name):
+                winners.append(name)
+
+        threads = [threading.Thread(target=claim, args=(f"p{i}",)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(winners) == 1
+        assert store.claim("emails#1.2", "late") is False
+        assert store.claim("emails#1.3", "late") is True
+
+
+    def test_audit_entries_are_kept_in_order_and_paged_newest_first(self, store: StateStore) -> None:
+        assert store.audit(10) == []
+        ids = [store.add_audit(f'{{"n": {i}, "text": "<b>\u00e9"}}') for i in range(5)]
+        assert len(set(ids)) == 5
+        first = store.audit(2)
+        assert [entry for _, entry in first] == ['{"n": 4, "text": "<b>\u00e9"}', '{"n": 3, "text": "<b>\u00e9"}']
+        assert [i for i, _ in first] == ids[:2:-1][:2]
+        rest = store.audit(10, first[-1][0])
+        assert [i for i, _ in rest] == [ids[2], ids[1], ids[0]]
+        assert store.audit(10, ids[0]) == []
+        with pytest.raises(ValueError):
+            store.audit(10, "not-a-cursor")
+
 
 def fill_to_retention(store: StateStore, queues: int, poll: float = 5.0) -> None:
     """Every tier full, written in time order as the recorder writes, for queues

@@ -1,9 +1,11 @@
-"""Liveness and Prometheus metrics, both from the shared snapshot."""
+"""Liveness and Prometheus metrics: queues and backends from the shared snapshot,
+alert states from the state store. Names and labels are stable (README, Metrics)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 
+from ..alerts import STATE_NUMBER
 from . import monitor
 
 bp = Blueprint("health", __name__)
@@ -54,4 +56,22 @@ def metrics() -> Response:
         counts[(w.backend, w.system, w.alive)] = counts.get((w.backend, w.system, w.alive), 0) + 1
     for (backend, system, alive), count in sorted(counts.items()):
         lines.append(f'queuewatch_workers{{backend="{_label(backend)}",system="{system}",alive="{str(alive).lower()}"}} {count}')
+    lines += alert_lines()
     return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+
+
+def alert_lines() -> list[str]:
+    """Each alert condition's state (0 ok, 1 pending, 2 firing) and threshold, per queue."""
+    try:
+        alerts = current_app.extensions["queuewatch.alerts"].alerts()
+    except Exception as exc:  # the state store is down: the queue series are still worth serving
+        current_app.logger.warning("no alert series in /metrics: %s", exc)
+        return []
+    lines = ["# HELP queuewatch_alert_state Alert state per queue and rule condition: 0 ok, 1 pending, 2 firing.",
+             "# TYPE queuewatch_alert_state gauge"]  # fmt: skip
+    thresholds = ["# HELP queuewatch_alert_threshold The threshold of the rule condition.", "# TYPE queuewatch_alert_threshold gauge"]
+    for a in alerts:
+        labels = f'backend="{_label(a.backend)}",system="{_label(a.system)}",queue="{_label(a.queue)}",rule="{a.condition}"'
+        lines.append(f"queuewatch_alert_state{{{labels}}} {STATE_NUMBER[a.state]}")
+        thresholds.append(f"queuewatch_alert_threshold{{{labels}}} {_number(a.threshold)}")
+    return lines + thresholds

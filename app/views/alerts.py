@@ -1,0 +1,194 @@
+"""Alerts: the alerts page, the banner every page shows, the rule and webhook
+forms, and API v1's ``/alerts`` routes (DESIGN.md; webhook routes sit under
+``/webhooks`` paths, which the authorization policy treats as admin)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, flash, jsonify, redirect, render_template, request, url_for
+
+from .. import alerts, htmx
+from ..alerting import Alerting, alert_json
+from ..notify import parse_webhook
+from . import BadRequest
+from .api import error, json_body
+
+bp = Blueprint("alerts", __name__)
+api = Blueprint("alerts_api", __name__, url_prefix="/api/v1/alerts")
+QUEUE = "/<backend>/<system>/<path:queue>"
+
+
+def service() -> Alerting:
+    return current_app.extensions["queuewatch.alerts"]
+
+
+@api.errorhandler(BadRequest)
+def bad_request(exc: BadRequest) -> tuple[Response, int]:
+    return error(400, "bad_request", str(exc))
+
+
+def parse_rule(backend: str, system: str, queue: str, body: dict) -> alerts.Rule:
+    try:
+        return alerts.parse_rule(backend, system, queue, body)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _form_fields() -> dict:
+    fields = ("max_depth", "for_seconds", "max_oldest_age_seconds", "min_workers", "max_new_failures", "failures_window_seconds")
+    return {name: request.form.get(name, "").strip() for name in fields}
+
+
+def _back(default: str) -> str:
+    target = request.form.get("next", "")
+    return target if target.startswith("/") and not target.startswith("//") else default
+
+
+# -- pages ----------------------------------------------------------------------------
+
+
+@bp.get("/alerts")
+def alerts_page() -> Response:
+    """Current and past alerts, the rules, and where notifications go."""
+    s = service()
+    return htmx.render("alerts.html", "partials/alerts_current.html", current=s.alerts(), history=s.history(200), rules=s.rules(),
+                       webhooks=s.webhooks(), configured=s.configured)  # fmt: skip
+
+
+@bp.get("/alerts/banner")
+def banner() -> str:
+    """The firing alerts, for the banner on every page (refreshes itself)."""
+    return render_template("partials/alert_banner.html", firing=service().firing())
+
+
+@bp.post("/queues" + QUEUE + "/alert-rule")
+def save_queue_rule(backend: str, system: str, queue: str) -> Response:
+    """Set the queue's own rule from the form next to its chart."""
+    here = url_for("pages.queue", backend=backend, system=system, queue=queue)
+    try:
+        rule = service().put_rule(alerts.parse_rule(backend, system, queue, _form_fields()))
+    except ValueError as exc:
+        flash(f"The rule was not saved: {exc}.", "error")
+    else:
+        flash(f"Alert when more than {rule.max_depth:,} jobs wait for {rule.for_seconds:g} s.", "success")
+    return redirect(_back(here), code=303)
+
+
+@bp.post("/queues" + QUEUE + "/alert-rule/delete")
+def delete_queue_rule(backend: str, system: str, queue: str) -> Response:
+    """Remove the queue's own rule (a default rule may still apply)."""
+    removed = service().delete_rule(backend, system, queue)
+    flash("Rule removed." if removed else "There was no rule to remove.", "success" if removed else "warning")
+    return redirect(_back(url_for("pages.queue", backend=backend, system=system, queue=queue)), code=303)
+
+
+@bp.post("/alerts/rules")
+def save_default_rule() -> Response:
+    """Set a rule for every queue a pattern matches (or one queue), from the alerts page."""
+    backend, system, queue = (request.form.get(n, "").strip() or "*" for n in ("backend", "system", "queue"))
+    try:
+        rule = service().put_rule(alerts.parse_rule(backend, system, queue, _form_fields()))
+    except ValueError as exc:
+        flash(f"The rule was not saved: {exc}.", "error")
+    else:
+        flash(f"Rule saved for {rule.backend}/{rule.system}/{rule.queue}.", "success")
+    return redirect(url_for("alerts.alerts_page"), code=303)
+
+
+@bp.post("/alerts/rules/delete")
+def delete_rule() -> Response:
+    """Remove a rule listed on the alerts page."""
+    parts = [request.form.get(n, "") for n in ("backend", "system", "queue")]
+    removed = service().delete_rule(*parts)
+    flash("Rule removed." if removed else "There was no such rule.", "success" if removed else "warning")
+    return redirect(url_for("alerts.alerts_page"), code=303)
+
+
+@bp.post("/alerts/webhooks")
+def save_webhooks() -> Response:
+    """Replace the stored webhook targets (one [json=|slack=]URL per line)."""
+    try:
+        targets = [parse_webhook(line) for line in request.form.get("webhooks", "").splitlines() if line.strip()]
+    except ValueError as exc:
+        flash(f"Webhooks not saved: {exc}.", "error")
+    else:
+        service().put_webhooks(targets)
+        flash(f"{len(targets)} webhook target{'' if len(targets) == 1 else 's'} saved.", "success")
+    return redirect(url_for("alerts.alerts_page"), code=303)
+
+
+@bp.post("/alerts/webhooks/test")
+def test_webhooks() -> Response:
+    """Send a test notification to every target now."""
+    results = service().send_test()
+    if not results:
+        flash("No webhook targets: add one first.", "warning")
+    for webhook, problem in results:
+        flash(f"Test sent to {webhook.url}." if problem is None else f"Test to {webhook.url} failed: {problem}",
+              "success" if problem is None else "error")  # fmt: skip
+    return redirect(_back(url_for("alerts.alerts_page")), code=303)
+
+
+# -- API v1 -----------------------------------------------------------------------------
+
+
+@api.get("")
+def list_alerts() -> Response:
+    """Every alert's current state (one per queue and rule condition)."""
+    return jsonify({"alerts": [alert_json(a) for a in service().alerts()]})
+
+
+@api.get("/history")
+def alert_history() -> Response:
+    """Past and current firing episodes, newest first, with start, end and peak."""
+    raw = request.args.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise BadRequest("limit must be a whole number from 1 to 1000")
+    return jsonify({"alerts": service().history(int(raw))})
+
+
+@api.get("/rules")
+def list_rules() -> Response:
+    """Every rule: per queue, and default rules with patterns."""
+    return jsonify({"rules": [r.to_json() for r in service().rules()]})
+
+
+@api.put("/rules" + QUEUE)
+def put_rule(backend: str, system: str, queue: str) -> Response:
+    """Create or replace a rule; a path with * ? [ is a default rule for every queue it matches."""
+    return jsonify(service().put_rule(parse_rule(backend, system, queue, json_body())).to_json())
+
+
+@api.delete("/rules" + QUEUE)
+def remove_rule(backend: str, system: str, queue: str) -> Response | tuple[Response, int]:
+    """Remove a rule: 204, or 404 if there was none."""
+    if not service().delete_rule(backend, system, queue):
+        return error(404, "not_found", f"no rule for {backend}/{system}/{queue}")
+    return Response(status=204)
+
+
+@api.get("/webhooks")
+def list_webhooks() -> Response:
+    """Stored targets (editable) and those from --webhook / QUEUEWATCH_WEBHOOK."""
+    s = service()
+    return jsonify({"webhooks": [w.to_json() for w in s.webhooks()], "configured": [w.to_json() for w in s.configured]})
+
+
+@api.put("/webhooks")
+def put_webhooks() -> Response:
+    """Replace the stored targets: {"webhooks": [{"url", "format": "json"|"slack"}]}."""
+    body = json_body().get("webhooks")
+    if not isinstance(body, list):
+        raise BadRequest('send {"webhooks": [{"url": ..., "format": "json" or "slack"}]}')
+    try:
+        targets = [parse_webhook(item) for item in body]
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    service().put_webhooks(targets)
+    return jsonify({"webhooks": [w.to_json() for w in targets]})
+
+
+@api.post("/webhooks/test")
+def post_test() -> Response:
+    """Send a test notification to every target now; says which answered."""
+    json_body()
+    return jsonify({"results": [{"url": w.url, "format": w.format, "ok": p is None, "error": p} for w, p in service().send_test()]})

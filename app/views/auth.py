@@ -1,0 +1,53 @@
+"""Logging in and out through the login page (API clients send a bearer token instead)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, make_response, redirect, render_template, request, session, url_for
+
+from .. import audit
+from ..auth import auth, login_keys
+
+bp = Blueprint("auth", __name__)
+
+
+def _next_url(raw: str | None) -> str:
+    """Where to go after logging in: a path on this dashboard, never another site."""
+    parts = urlsplit(raw or "")
+    if raw and raw.startswith("/") and not raw.startswith("//") and not parts.scheme and not parts.netloc and "\\" not in raw:
+        return raw
+    return url_for("pages.overview")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Response | str | tuple[str, int]:
+    """The login form; a correct name and password start a session."""
+    state = auth()
+    target = _next_url(request.values.get("next"))
+    if request.method == "GET":
+        return render_template("login.html", next=target, error=None)
+    name = request.form.get("username", "").strip()[:200]
+    keys = login_keys(name)
+    wait = state.limiter.retry_after(*keys)
+    if wait:
+        answer = make_response(render_template("login.html", next=target, error=f"Too many failed attempts: try again in {wait} s."), 429)
+        answer.headers["Retry-After"] = str(wait)
+        return answer
+    who = state.check_password(name, request.form.get("password", ""))
+    if who is None:
+        state.limiter.failed(*keys)
+        audit.record_login(name, None, "refused")
+        return render_template("login.html", next=target, error="Wrong user name or password."), 401
+    state.limiter.succeeded(*keys)
+    session.clear()  # a new session (and CSRF token) for the new identity
+    session["user"] = who.name
+    audit.record_login(who.name, who.role, "ok")
+    return redirect(target, code=303)
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    """End the session."""
+    session.clear()
+    return redirect(url_for("auth.login"), code=303)
