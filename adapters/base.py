@@ -216,6 +216,19 @@ class Adapter(abc.ABC):
     def close(self) -> None:
         """Stop listeners and release resources. Default: nothing."""
 
+    def dump_state(self) -> dict[str, Any] | None:
+        """What this adapter learned that the backend cannot tell again after a
+        restart (JSON-safe), or None. The app saves it in its state store."""
+        return None
+
+    def load_state(self, data: dict[str, Any]) -> None:
+        """Restore what ``dump_state`` returned (at start-up). Default: nothing."""
+
+    @property
+    def state_version(self) -> object | None:
+        """Changes whenever ``dump_state`` would answer differently; None: compare the dumps."""
+        return None
+
     def queue(self, name: str) -> QueueStats:
         """One queue's counts. Raises NotFound. Adapters may do this cheaper."""
         for stats in self.queues():

@@ -14,6 +14,7 @@ from flask import Flask
 
 from . import auth, config, csrf, filters, openapi
 from .monitor import Monitor
+from .adapter_state import AdapterStates
 from .recorder import Recorder
 from .sampler import Sampler
 from .state import open_store, secret_key
@@ -52,6 +53,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["queuewatch.monitor"] = monitor
     app.extensions["queuewatch.recorder"] = recorder
     app.extensions["queuewatch.sampler"] = sampler
+    for spec in config.split_specs(app.config.get("CELERY_RESULTS")):
+        config.link_celery_results(monitor, spec)
+    states = AdapterStates(monitor, state)
+    states.load()
+    sampler.on_snapshot(states.save)
+    app.extensions["queuewatch.adapter_states"] = states
 
     auth.init_app(app)  # before csrf: who you are (401) is answered before whether the form is ours (403)
     csrf.init_app(app)

@@ -71,6 +71,9 @@ def main(ctx: click.Context) -> None:
 @click.option("--read-only", envvar="QUEUEWATCH_READ_ONLY", is_flag=True, help="Refuse every change with 403.")
 @click.option("--insecure-no-auth", envvar="QUEUEWATCH_INSECURE_NO_AUTH", is_flag=True,
               help="Serve without authentication on a non-loopback address (only behind something that authenticates).")
+@click.option("--celery-results", "celery_results", envvar="QUEUEWATCH_CELERY_RESULTS", multiple=True,
+              metavar="[BROKER=]URL", help="Celery's Redis result backend, when it is not the broker's database "
+                                          "(repeatable; BROKER names the broker backend, default all).")
 @click.option("--webhook", "webhooks", envvar="QUEUEWATCH_WEBHOOK", multiple=True, metavar="[slack=]URL",
               help="Post alert notifications here (repeatable; generic JSON, or slack= for Slack's payload). "
                    "More targets can be added on the alerts page.")
@@ -78,7 +81,7 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
           poll: float, threads: int, workers: int, log_level: str, users: str | None, tokens: str | None,
           trust_user_header: str | None, trust_role_header: str | None, trust_default_role: str,
           trusted_proxies: tuple[str, ...], secure_cookies: bool, read_only: bool, insecure_no_auth: bool,
-          webhooks: tuple[str, ...] = ()) -> None:  # fmt: skip
+          webhooks: tuple[str, ...] = (), celery_results: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Serve the dashboard under gunicorn, with the sampler."""
     overrides: dict[str, Any] = {"POLL": poll, "SAMPLER": True, "BIND": bind, "USERS": users, "TOKENS": tokens,
                                  "TRUST_USER_HEADER": trust_user_header, "TRUST_ROLE_HEADER": trust_role_header,
@@ -102,6 +105,8 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
             [parse_webhook(spec) for spec in overrides["WEBHOOK"]]
         except ValueError as exc:
             raise click.UsageError(f"--webhook: {exc}") from exc
+    if celery_results:
+        overrides["CELERY_RESULTS"] = config.split_specs(celery_results)
     if redis_urls:
         overrides["REDIS"] = config.split_specs(redis_urls)
     if rabbitmq_urls:
@@ -112,8 +117,10 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
             raise click.UsageError(f"--state {state!r}: expected a SQLite file path or a redis:// URL")
         overrides["STATE"] = state
     try:
-        config.parse_backends(overrides.get("REDIS", config.DEFAULTS["REDIS"]),
-                              overrides.get("RABBITMQ", config.DEFAULTS["RABBITMQ"]))  # fmt: skip
+        specs = config.parse_backends(overrides.get("REDIS", config.DEFAULTS["REDIS"]),
+                                      overrides.get("RABBITMQ", config.DEFAULTS["RABBITMQ"]))  # fmt: skip
+        for spec in overrides.get("CELERY_RESULTS", ()):
+            config.parse_celery_results(spec, [s.name for s in specs])
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

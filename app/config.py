@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_REDIS = "redis://localhost:6379/0"
 DEFAULT_RABBITMQ = "amqp://guest:guest@localhost:5672/%2F"
@@ -86,6 +87,24 @@ def _split_name(value: str) -> tuple[str | None, str]:
     if sep and "://" not in head and _NAME.match(head):
         return head, tail
     return None, value
+
+
+def parse_celery_results(spec: str, backend_names: Iterable[str]) -> tuple[str | None, str]:
+    """``[BROKER=]URL`` of a Celery Redis result backend: (broker backend name or None for all, URL)."""
+    name, url = _split_name(spec)
+    if not url.lower().startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"--celery-results {spec!r}: expected a redis:// URL")
+    if name is not None and name not in set(backend_names):
+        raise ValueError(f"--celery-results {spec!r}: no backend named {name!r}")
+    return name, url
+
+
+def link_celery_results(monitor: Any, spec: str) -> None:
+    """Read Celery's failed tasks from the result backend ``spec`` names (see parse_celery_results)."""
+    name, url = parse_celery_results(spec, monitor.backends)
+    for backend in monitor.backends.values():
+        if name in (None, backend.name):
+            backend.adapter("celery").link_results(url)
 
 
 def default_state_path() -> Path:

@@ -74,6 +74,9 @@ def test_rules_are_created_listed_replaced_and_deleted(client) -> None:
     assert client.delete(RULE).status_code == 204
     assert client.delete(RULE).status_code == 404
     assert [r["queue"] for r in client.get("/api/v1/alerts/rules").get_json()["rules"]] == ["*"]
+    # Every change is in the audit log, newest first, refused ones too.
+    log = [(e["action"], e["queue"], e["result"]) for e in client.get("/api/v1/audit?limit=10").get_json()["entries"]]
+    assert log[:3] == [("remove_rule", "emails", "refused (404)"), ("remove_rule", "emails", "ok"), ("put_rule", "emails", "ok")]
 
 
 def test_bad_rules_are_refused_with_400(client) -> None:

@@ -169,17 +169,24 @@ def test_workers_show_alive_then_dead_after_kill_9(app, client, celery) -> None:
     assert (shown["alive"], shown["state"]) == (False, "dead")
 
 
-def test_a_restart_keeps_the_worker_list_and_the_failure_index(app, celery, redis_url, results, tmp_path) -> None:
-    celery.maintain(0.2)
-    ids = make_failed("kept", results, 2, tmp_path / "flag")
-    wait_for(lambda: len(celery.workers()) == 1 and celery.index.entry(ids[1]) is not None, 5, what="events")
-    celery.maintain(0.5)
-    saved = json.dumps(celery.dump_state())  # what the state store keeps
-    app.extensions["queuewatch.monitor"].close()
-    again = create_app({"TESTING": True, "REDIS": [redis_url], "RABBITMQ": ["none"], "POLL": 0.01,
-                        "STATE": str(tmp_path / "state-2.sqlite3")})  # fmt: skip
+def test_a_restart_keeps_the_worker_list_and_the_failure_index(redis_url, results, tmp_path) -> None:
+    # --celery-results links the result backend; the sampler saves what the adapter learned in the
+    # state store, and a new process on the same store shows it at once.
+    settings = {"TESTING": True, "REDIS": [redis_url], "RABBITMQ": ["none"], "POLL": 0.01,
+                "STATE": str(tmp_path / "state.sqlite3"), "CELERY_RESULTS": [RESULTS]}  # fmt: skip
+    first = create_app(settings)
+    celery = first.extensions["queuewatch.monitor"].adapter("redis", "celery")
     try:
-        celery_of(again).load_state(json.loads(saved))
+        assert celery.results is not None and celery.results.label.startswith(RESULTS)
+        celery.maintain(0.2)
+        ids = make_failed("kept", results, 2, tmp_path / "flag")
+        wait_for(lambda: len(celery.workers()) == 1 and celery.index.entry(ids[1]) is not None, 5, what="events")
+        celery.maintain(0.5)
+        first.extensions["queuewatch.sampler"].tick()
+    finally:
+        first.extensions["queuewatch.monitor"].close()
+    again = create_app(settings)
+    try:
         client = again.test_client()
         workers = [w for w in client.get("/api/v1/workers").get_json()["workers"] if w["system"] == "celery"]
         assert [w["name"] for w in workers] == ["runner@qw-test"] and workers[0]["pid"]

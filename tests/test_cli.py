@@ -87,3 +87,14 @@ def test_a_bad_flag_is_a_usage_error_not_a_traceback(tmp_path) -> None:
         done = subprocess.run([queuewatch, "serve", "--state", str(tmp_path / "s.db"), *args], capture_output=True, text=True, timeout=30)
         assert done.returncode == 2, done.stderr
         assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_celery_results_specs_name_a_known_broker_backend() -> None:
+    from queuewatch.config import parse_celery_results
+
+    assert parse_celery_results("redis://r:6379/1", ["redis"]) == (None, "redis://r:6379/1")
+    assert parse_celery_results("redis=redis://r:6379/1", ["redis"]) == ("redis", "redis://r:6379/1")
+    with pytest.raises(ValueError, match="no backend named"):
+        parse_celery_results("other=redis://r:6379/1", ["redis"])
+    with pytest.raises(ValueError, match="redis://"):
+        parse_celery_results("amqp://x", ["redis"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, flash, jsonify, redirect, render_template, request, url_for
 
-from .. import alerts, htmx
+from .. import alerts, audit, htmx
 from ..alerting import Alerting, alert_json
 from ..notify import parse_webhook
 from . import BadRequest
@@ -15,6 +15,22 @@ from .api import error, json_body
 bp = Blueprint("alerts", __name__)
 api = Blueprint("alerts_api", __name__, url_prefix="/api/v1/alerts")
 QUEUE = "/<backend>/<system>/<path:queue>"
+
+
+def audit_write(response: Response) -> Response:
+    """Every change to rules and webhooks goes to the audit log, like every action on jobs."""
+    # Requests refused before they ran (401/403) changed nothing and are not audited.
+    if request.method in ("POST", "PUT", "DELETE") and request.endpoint and response.status_code not in (401, 403):
+        args = request.view_args or {}
+        audit.record(
+            request.endpoint.rsplit(".", 1)[-1], backend=args.get("backend"), system=args.get("system"),
+            queue=args.get("queue"), result="ok" if response.status_code < 400 else f"refused ({response.status_code})",
+        )  # fmt: skip
+    return response
+
+
+bp.after_request(audit_write)
+api.after_request(audit_write)
 
 
 def service() -> Alerting:
