@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import logging
 import time
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pika
@@ -148,8 +149,11 @@ class RedisBackend(Backend):
     kind = "redis"
     adapter_classes = _load(REDIS_SYSTEMS)
 
-    def __init__(self, *, name: str, url: str, client: redis.Redis | None = None, timeout: float = 3.0) -> None:
+    def __init__(self, *, name: str, url: str, client: redis.Redis | None = None, timeout: float = 3.0,
+                 system_options: dict[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
         super().__init__(name=name, url=url)
+        # Per system, keyword arguments for its adapter (and its detect()): {"dramatiq": {"namespace": "x"}}.
+        self.system_options = system_options or {}
         self.client = client or redis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -162,12 +166,17 @@ class RedisBackend(Backend):
         self._surveyed: set[str] = set()
 
     def _make(self, cls: type[Adapter]) -> Adapter:
-        return cls(backend=self.name, client=self.client)  # type: ignore[call-arg]
+        return cls(backend=self.name, client=self.client, **self.system_options.get(cls.system, {}))  # type: ignore[call-arg]
+
+    def _detect(self, cls: type[Adapter]) -> bool:
+        options = self.system_options.get(cls.system, {})
+        accepted = inspect.signature(cls.detect).parameters  # type: ignore[attr-defined]
+        return bool(cls.detect(self.client, **{k: v for k, v in options.items() if k in accepted}))  # type: ignore[attr-defined]
 
     def probe(self) -> list[Adapter]:
         with redis_errors(f"Redis {self.redacted_url}"):
             self.client.ping()
-            found = {cls.system for cls in self.adapter_classes if cls.detect(self.client)}  # type: ignore[attr-defined]
+            found = {cls.system for cls in self.adapter_classes if self._detect(cls)}
             unseen = [cls for cls in self.adapter_classes if cls.system not in found | self._surveyed]
             if unseen:
                 for key in self._survey.step(self.client):
@@ -258,10 +267,12 @@ class RabbitBackend(Backend):
         return [self.adapter(cls.system) for cls in found]
 
 
-def connect(kind: str, *, name: str, url: str) -> Backend:
-    """A backend of ``kind`` ("redis" or "rabbitmq"). Connects lazily: never raises for a down server."""
+def connect(kind: str, *, name: str, url: str, **options: Any) -> Backend:
+    """A backend of ``kind`` ("redis" or "rabbitmq") with its options (RedisBackend's
+    ``system_options``; RabbitBackend's ``management_url``, ``queues``,
+    ``dead_letter_queues``). Connects lazily: never raises for a down server."""
     if kind == "redis":
-        return RedisBackend(name=name, url=url)
+        return RedisBackend(name=name, url=url, **options)
     if kind == "rabbitmq":
-        return RabbitBackend(name=name, url=url)
+        return RabbitBackend(name=name, url=url, **options)
     raise ValueError(f"unknown backend kind {kind!r}")

@@ -46,7 +46,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = secret_key(state)
 
-    monitor = Monitor(specs, poll=app.config["POLL"])
+    monitor = Monitor(specs, poll=app.config["POLL"], options=config.backend_options(specs, app.config))
     recorder = Recorder(state, interval=app.config["POLL"])
     sampler = Sampler(monitor, interval=app.config["POLL"], store=state, recorder=recorder)
     app.extensions["queuewatch.state"] = state

@@ -71,6 +71,14 @@ def main(ctx: click.Context) -> None:
 @click.option("--read-only", envvar="QUEUEWATCH_READ_ONLY", is_flag=True, help="Refuse every change with 403.")
 @click.option("--insecure-no-auth", envvar="QUEUEWATCH_INSECURE_NO_AUTH", is_flag=True,
               help="Serve without authentication on a non-loopback address (only behind something that authenticates).")
+@click.option("--rabbitmq-management", "rabbitmq_management", envvar="QUEUEWATCH_RABBITMQ_MANAGEMENT", multiple=True,
+              metavar="[NAME=]URL", help="RabbitMQ management API, when not at http://<amqp host>:15672/ with the AMQP credentials.")
+@click.option("--rabbitmq-queue", "rabbitmq_queues", envvar="QUEUEWATCH_RABBITMQ_QUEUES", multiple=True,
+              metavar="[NAME=]QUEUE", help="A RabbitMQ queue to watch even without the management API (repeatable).")
+@click.option("--rabbitmq-dlq", "rabbitmq_dlqs", envvar="QUEUEWATCH_RABBITMQ_DLQS", multiple=True,
+              metavar="[NAME=]QUEUE", help="A RabbitMQ dead-letter queue to watch without the management API (repeatable).")
+@click.option("--dramatiq-namespace", envvar="QUEUEWATCH_DRAMATIQ_NAMESPACE", default="dramatiq", show_default=True,
+              help="Dramatiq's Redis key namespace.")
 @click.option("--celery-results", "celery_results", envvar="QUEUEWATCH_CELERY_RESULTS", multiple=True,
               metavar="[BROKER=]URL", help="Celery's Redis result backend, when it is not the broker's database "
                                           "(repeatable; BROKER names the broker backend, default all).")
@@ -81,7 +89,9 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
           poll: float, threads: int, workers: int, log_level: str, users: str | None, tokens: str | None,
           trust_user_header: str | None, trust_role_header: str | None, trust_default_role: str,
           trusted_proxies: tuple[str, ...], secure_cookies: bool, read_only: bool, insecure_no_auth: bool,
-          webhooks: tuple[str, ...] = (), celery_results: tuple[str, ...] = ()) -> None:  # fmt: skip
+          webhooks: tuple[str, ...] = (), celery_results: tuple[str, ...] = (), rabbitmq_management: tuple[str, ...] = (),
+          rabbitmq_queues: tuple[str, ...] = (), rabbitmq_dlqs: tuple[str, ...] = (),
+          dramatiq_namespace: str = "dramatiq") -> None:  # fmt: skip
     """Serve the dashboard under gunicorn, with the sampler."""
     overrides: dict[str, Any] = {"POLL": poll, "SAMPLER": True, "BIND": bind, "USERS": users, "TOKENS": tokens,
                                  "TRUST_USER_HEADER": trust_user_header, "TRUST_ROLE_HEADER": trust_role_header,
@@ -107,6 +117,11 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
             raise click.UsageError(f"--webhook: {exc}") from exc
     if celery_results:
         overrides["CELERY_RESULTS"] = config.split_specs(celery_results)
+    overrides["DRAMATIQ_NAMESPACE"] = dramatiq_namespace
+    for key, values in (("RABBITMQ_MANAGEMENT", rabbitmq_management), ("RABBITMQ_QUEUES", rabbitmq_queues),
+                        ("RABBITMQ_DLQS", rabbitmq_dlqs)):  # fmt: skip
+        if values:
+            overrides[key] = config.split_specs(values)
     if redis_urls:
         overrides["REDIS"] = config.split_specs(redis_urls)
     if rabbitmq_urls:
@@ -121,6 +136,7 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
                                       overrides.get("RABBITMQ", config.DEFAULTS["RABBITMQ"]))  # fmt: skip
         for spec in overrides.get("CELERY_RESULTS", ()):
             config.parse_celery_results(spec, [s.name for s in specs])
+        config.backend_options(specs, overrides)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -107,6 +107,31 @@ def link_celery_results(monitor: Any, spec: str) -> None:
             backend.adapter("celery").link_results(url)
 
 
+def backend_options(specs: list[BackendSpec], settings: Any) -> dict[str, dict[str, Any]]:
+    """Each backend's options from the settings: the Dramatiq namespace for Redis
+    backends; for RabbitMQ backends the management API URL and the queues and
+    dead-letter queues to watch when that API is off (``[NAME=]VALUE``, no name:
+    every RabbitMQ backend). Raises ValueError for a name that is no backend."""
+    rabbits = [s.name for s in specs if s.kind == "rabbitmq"]
+    options: dict[str, dict[str, Any]] = {s.name: {} for s in specs}
+    namespace = settings.get("DRAMATIQ_NAMESPACE")
+    for spec in specs:
+        if spec.kind == "redis" and namespace:
+            options[spec.name]["system_options"] = {"dramatiq": {"namespace": namespace}}
+    for key, option, many in (("RABBITMQ_MANAGEMENT", "management_url", False),
+                              ("RABBITMQ_QUEUES", "queues", True), ("RABBITMQ_DLQS", "dead_letter_queues", True)):  # fmt: skip
+        for value in split_specs(settings.get(key)):
+            name, item = _split_name(value)
+            if name is not None and name not in rabbits:
+                raise ValueError(f"{value!r}: no RabbitMQ backend named {name!r}")
+            for target in [name] if name else rabbits:
+                if many:
+                    options[target].setdefault(option, []).append(item)
+                else:
+                    options[target][option] = item
+    return options
+
+
 def default_state_path() -> Path:
     """Where the SQLite state store lives when --state is not given."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")

@@ -157,9 +157,12 @@ class SharedCache:
 class Monitor:
     """The configured backends and the snapshot every viewer shares."""
 
-    def __init__(self, specs: Iterable[BackendSpec], poll: float) -> None:
+    def __init__(self, specs: Iterable[BackendSpec], poll: float, options: dict[str, dict[str, Any]] | None = None) -> None:
         self.poll = poll
-        self.backends: dict[str, Backend] = {s.name: connect(s.kind, name=s.name, url=s.url) for s in specs}
+        options = options or {}
+        self.backends: dict[str, Backend] = {
+            s.name: connect(s.kind, name=s.name, url=s.url, **options.get(s.name, {})) for s in specs
+        }
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(self.backends))), thread_name_prefix="qw-read")
         self._cache = SharedCache(max_age=poll)
 

@@ -467,3 +467,18 @@ def test_reads_never_write_a_crawl_of_every_page_and_api_route(vhost, rabbit_cli
     for url in urls:
         assert rabbit_client.get(url).status_code < 500, url
     assert rabbit_digest(vhost, ["orders", "orders.dlq"]) == before
+
+
+def test_the_command_line_configures_queues_to_watch_when_the_management_api_is_off(vhost, tmp_path) -> None:
+    AMQPJobs(vhost, "orders").failed(3)
+    app = create_app({"TESTING": True, "REDIS": ["none"], "RABBITMQ": [vhost], "STATE": str(tmp_path / "s.sqlite3"),
+                      "POLL": 0.01, "RABBITMQ_MANAGEMENT": closed_management(), "RABBITMQ_QUEUES": ["orders"],
+                      "RABBITMQ_DLQS": "rabbitmq=orders.dlq"})  # fmt: skip
+    try:
+        client = app.test_client()
+        [backend] = client.get("/api/v1/backends").get_json()["backends"]
+        assert backend["status"] == "up" and "not answering" in backend["notes"][0]
+        queues = {q["name"]: q for q in client.get("/api/v1/queues").get_json()["queues"] if q["system"] == "amqp"}
+        assert set(queues) == {"orders", "orders.dlq"} and queues["orders.dlq"]["depth"] == 3
+    finally:
+        app.extensions["queuewatch.monitor"].close()

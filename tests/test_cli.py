@@ -98,3 +98,16 @@ def test_celery_results_specs_name_a_known_broker_backend() -> None:
         parse_celery_results("other=redis://r:6379/1", ["redis"])
     with pytest.raises(ValueError, match="redis://"):
         parse_celery_results("amqp://x", ["redis"])
+
+
+def test_backend_options_go_to_the_named_rabbitmq_backend_or_to_all() -> None:
+    from queuewatch.config import backend_options
+
+    specs = parse_backends(["redis://r/0"], ["a=amqp://x/%2F", "b=amqp://y/%2F"])
+    options = backend_options(specs, {"DRAMATIQ_NAMESPACE": "app", "RABBITMQ_QUEUES": ["a=orders", "audit"],
+                                      "RABBITMQ_MANAGEMENT": "b=http://mgmt:15672/"})  # fmt: skip
+    assert options["redis"] == {"system_options": {"dramatiq": {"namespace": "app"}}}
+    assert options["a"] == {"queues": ["orders", "audit"]}
+    assert options["b"] == {"queues": ["audit"], "management_url": "http://mgmt:15672/"}
+    with pytest.raises(ValueError, match="no RabbitMQ backend named 'redis'"):
+        backend_options(specs, {"RABBITMQ_DLQS": ["redis=dlq"]})

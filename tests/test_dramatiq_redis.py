@@ -27,6 +27,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq_tasks import recorded, run_worker
 from pages import counts, number, table_rows
 
+from queuewatch import create_app
 from queuewatch.adapters import dramatiq_redis
 from queuewatch.adapters.backends import RedisBackend
 from queuewatch.adapters.base import ALL
@@ -439,3 +440,14 @@ def test_sigkill_in_the_middle_of_a_requeue_all_of_5000_loses_and_duplicates_not
     assert (len(lost), duplicated, moved + left) == (0, 0, 5000)
     # Each half is whole: every queued id has its message, every dead letter too.
     assert r.hlen("dramatiq:bulk.msgs") == moved and r.hlen("dramatiq:bulk.XQ.msgs") == left
+
+
+def test_the_namespace_is_configured_through_the_app(r, redis_url, tmp_path) -> None:
+    DramatiqRedisJobs(r, redis_url, "spaced", tmp_path, namespace="other-app").waiting(2)
+    app = create_app({"TESTING": True, "REDIS": [redis_url], "RABBITMQ": ["none"], "STATE": str(tmp_path / "s.sqlite3"),
+                      "POLL": 0.01, "DRAMATIQ_NAMESPACE": "other-app"})  # fmt: skip
+    try:
+        queues = app.test_client().get("/api/v1/queues").get_json()["queues"]
+        assert [(q["system"], q["name"], q["depth"]) for q in queues] == [("dramatiq", "spaced", 2)]
+    finally:
+        app.extensions["queuewatch.monitor"].close()
