@@ -33,6 +33,8 @@ Queues: the default one, those given as ``queues=``, and those the scan finds.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -404,6 +406,8 @@ def _failed_job(entry: FailedEntry) -> FailedJob:
         error_message=entry.error_message,
         failed_at=ms_time(entry.finished_ms),
         attempts=entry.attempts,
+        started_at=ms_time(entry.started_ms),
+        expires_at=None if entry.expires_at is None else datetime.fromtimestamp(entry.expires_at, timezone.utc),
     )
 
 

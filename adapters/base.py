@@ -102,6 +102,8 @@ class FailedJob:
     error_message: str | None
     failed_at: datetime | None
     attempts: int | None
+    started_at: datetime | None = None  # when its last attempt started
+    expires_at: datetime | None = None  # when the system will drop the record by itself
 
 
 @dataclass(frozen=True)

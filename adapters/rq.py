@@ -15,7 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -255,11 +256,15 @@ class RQAdapter(Adapter):
         with redis_errors():
             with self.client.pipeline(transaction=False) as pipe:
                 pipe.zcard(key)
-                pipe.zrevrange(key, offset, offset + limit - 1)
-                total, ids = pipe.execute()
-            ids = [i.decode("utf-8", "replace") for i in ids]
+                pipe.zrevrange(key, offset, offset + limit - 1, withscores=True)
+                total, scored = pipe.execute()
+            ids = [i.decode("utf-8", "replace") for i, _ in scored]
             rows = self._read_jobs(ids)
-        jobs = [self._failed_row(job_id, fields, results) for job_id, (fields, results) in zip(ids, rows)]
+        # The registry's score is when RQ will drop the job (-1: never).
+        jobs = [
+            replace(self._failed_row(job_id, fields, results), expires_at=_expiry(score))
+            for job_id, (fields, results), (_, score) in zip(ids, rows, scored)
+        ]
         # RQ scores the registry in whole seconds; order ties by the failure time it also keeps.
         jobs.sort(key=lambda j: j.failed_at or _EPOCH, reverse=True)
         next_offset = offset + len(ids)
@@ -305,6 +310,7 @@ class RQAdapter(Adapter):
             error_message=clip(error_message, MESSAGE_LIMIT),
             failed_at=parse_time(fields.get(b"ended_at")),
             attempts=(retries or 0) + 1,
+            started_at=parse_time(fields.get(b"started_at")),
         )
 
     def job(self, queue: str, job_id: str) -> JobDetail:
@@ -392,6 +398,12 @@ class RQAdapter(Adapter):
                 purged += removed
                 remaining -= removed
         return ActionResult(purged)
+
+
+def _expiry(score: float) -> datetime | None:
+    if score < 0 or score == float("inf"):
+        return None
+    return datetime.fromtimestamp(score, timezone.utc)
 
 
 def _sum(*values: int | None) -> int | None:

@@ -79,6 +79,8 @@ def failed_json(job: FailedJob) -> dict[str, Any]:
         "error_message": job.error_message,
         "failed_at": _time(job.failed_at),
         "attempts": job.attempts,
+        "started_at": _time(job.started_at),
+        "expires_at": _time(job.expires_at),
     }
 
 
@@ -92,7 +94,6 @@ def job_json(job: JobDetail) -> dict[str, Any]:
         "payload_error": job.payload_error,
         "status": job.status,
         "enqueued_at": _time(job.enqueued_at),
-        "started_at": _time(job.started_at),
         "worker": job.worker,
         "details": dict(job.details),
         "notes": list(job.notes),

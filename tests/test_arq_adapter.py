@@ -275,6 +275,10 @@ def test_jobs_failing_after_retries_show_their_last_error_and_run_again_after_re
                        exceeded: ("arq.worker.JobExecutionFailed", "max 3 retries exceeded")}  # fmt: skip
     assert rows[gave_up].attempts == 3
     assert rows[exceeded].attempts == 3  # arq records try 4, which it refused to run
+    # The list says when the last try started and when arq will drop the result (keep_result).
+    row = rows[gave_up]
+    assert row.started_at is not None and row.started_at <= row.failed_at
+    assert row.expires_at is not None and row.expires_at > row.failed_at
     assert adapter.requeue("retries", ALL).affected == 2
     for job_id in (gave_up, exceeded):
         assert deserialize_job_raw(r.get(f"arq:job:{job_id}"))[3] == 1  # the try starts over

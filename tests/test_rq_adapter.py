@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from datetime import timedelta
 import subprocess
 import zlib
 from pathlib import Path
@@ -76,8 +77,6 @@ def test_counts_equal_what_rq_reports(r, redis_url, adapter, tmp_path) -> None:
     jobs["alpha"].waiting(4)
     jobs["beta.emails"].waiting(1)
     jobs["gamma:reports"].failed(3)
-    from datetime import timedelta
-
     jobs["beta.emails"].q.enqueue_in(timedelta(hours=1), rq_tasks.add, 1, 2)
     for name, factory in jobs.items():
         q = factory.q
@@ -118,6 +117,9 @@ def test_failed_row_shows_function_args_and_exception(r, redis_url, adapter, tmp
     assert row.error_type == "FileNotFoundError"
     assert row.error_message == f"no such file: {tmp_path / 'flag'}"
     assert row.attempts == 1
+    # The registry's score is when RQ drops the job: its failure_ttl (one year by default).
+    assert row.started_at is not None and row.started_at <= row.failed_at
+    assert timedelta(days=364) < row.expires_at - row.failed_at < timedelta(days=366)
     detail = adapter.job("rows", job_id)
     assert detail.args == (str(tmp_path / "flag"), 0) and detail.kwargs == {"note": "job 0"}
     assert detail.payload_encoding == "zlib+pickle"
