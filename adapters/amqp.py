@@ -293,9 +293,8 @@ class AMQPAdapter(Adapter):
         if window.truncated:
             notes.append(f"Only the first {len(window.items):,} of {window.ready:,} messages can be read.")
         value = decoded.value if decoded.error is None else None
-        return JobDetail(
-            id=row.id, function=row.function, args_preview=row.args_preview, error_type=row.error_type,
-            error_message=row.error_message, failed_at=row.failed_at, attempts=row.attempts, queue=queue,
+        return JobDetail.of(
+            row, queue=queue,
             args=(value,) if decoded.error is None else (), payload_encoding=decoded.encoding,
             payload_error=decoded.error, status="dead-lettered" if origin else "in a dead-letter queue",
             details=tuple(details), notes=tuple(notes),

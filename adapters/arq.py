@@ -407,8 +407,16 @@ def _failed_job(entry: FailedEntry) -> FailedJob:
         failed_at=ms_time(entry.finished_ms),
         attempts=entry.attempts,
         started_at=ms_time(entry.started_ms),
-        expires_at=None if entry.expires_at is None else datetime.fromtimestamp(entry.expires_at, timezone.utc),
+        expires_at=_time_or_none(entry.expires_at),
     )
+
+
+def _time_or_none(unix: float | None) -> datetime | None:
+    """A unix time as a datetime; None when absent or beyond what a date can hold (an absurd TTL)."""
+    try:
+        return None if unix is None else datetime.fromtimestamp(unix, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _cursor(order: tuple[int, str]) -> str:

@@ -13,7 +13,7 @@ import importlib
 import inspect
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar, Union
 
@@ -124,6 +124,11 @@ class JobDetail(FailedJob):
     details: tuple[tuple[str, str], ...] = ()
     # Sentences the operator should read before acting ("requeue needs result_extended").
     notes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, row: FailedJob, **more: Any) -> JobDetail:
+        """The detail of a failed-list row: its fields, plus (or overridden by) ``more``."""
+        return cls(**({f.name: getattr(row, f.name) for f in fields(FailedJob)} | more))
 
 
 @dataclass(frozen=True)

@@ -132,14 +132,8 @@ def detail(message: Message, *, job_id: str, queue: str, failed_at: datetime | N
                         "that was retried: Dramatiq does not store the final attempt's.")  # fmt: skip
         told.append("Requeue resets retries and keeps message_timestamp: an actor whose max_age is shorter than "
                     "this message's age dead-letters it again at once (Dramatiq's AgeLimit).")  # fmt: skip
-    return JobDetail(
-        id=row.id,
-        function=row.function,
-        args_preview=row.args_preview,
-        error_type=row.error_type,
-        error_message=row.error_message,
-        failed_at=row.failed_at,
-        attempts=row.attempts,
+    return JobDetail.of(
+        row,
         queue=queue,
         args=args,
         kwargs=kwargs,

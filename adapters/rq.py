@@ -330,14 +330,8 @@ class RQAdapter(Adapter):
         shown = (b"timeout", b"result_ttl", b"failure_ttl", b"ttl", b"retries_left", b"created_at",
                  b"description", b"group_id", b"dependency_ids", b"last_heartbeat")  # fmt: skip
         details = tuple((k.decode(), clip(_text(fields[k]), 2_000) or "") for k in shown if fields.get(k))
-        return JobDetail(
-            id=row.id,
-            function=row.function,
-            args_preview=row.args_preview,
-            error_type=row.error_type,
-            error_message=row.error_message,
-            failed_at=row.failed_at,
-            attempts=row.attempts,
+        return JobDetail.of(
+            row,
             queue=queue,
             args=args,
             kwargs=kwargs,
@@ -346,7 +340,6 @@ class RQAdapter(Adapter):
             payload_error=decoded.error,
             status=_text(fields.get(b"status")),
             enqueued_at=parse_time(fields.get(b"enqueued_at")),
-            started_at=parse_time(fields.get(b"started_at")),
             worker=_text(fields.get(b"worker_name")),
             details=details,
         )
@@ -401,9 +394,13 @@ class RQAdapter(Adapter):
 
 
 def _expiry(score: float) -> datetime | None:
-    if score < 0 or score == float("inf"):
+    """The registry score as a time; None for "never" (-1, inf) and for scores no date can hold."""
+    if score < 0:
         return None
-    return datetime.fromtimestamp(score, timezone.utc)
+    try:
+        return datetime.fromtimestamp(score, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _sum(*values: int | None) -> int | None:

@@ -26,6 +26,9 @@ TESTS = Path(__file__).resolve().parent
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Debian's Chromium, never a downloaded browser; these flags keep it off the (closed) network.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def port_open(port: int) -> bool:
@@ -203,6 +206,29 @@ def serve_queuewatch(tmp_path: Path, *args: str, env: dict[str, str] | None = No
 def get_json(url: str) -> object:
     with urllib.request.urlopen(url, timeout=10) as answer:
         return json.load(answer)
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is missing (apt-get install chromium; make test installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where browser tests save screenshots: $QUEUEWATCH_SCREENSHOTS (docs/screenshots to refresh the README's) or a temp dir."""
+    target = Path(os.environ.get("QUEUEWATCH_SCREENSHOTS") or tmp_path / "screenshots")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -9,7 +9,6 @@ $QUEUEWATCH_SCREENSHOTS (docs/screenshots when refreshing the docs) or a temp di
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,35 +16,11 @@ from pathlib import Path
 import pytest
 import rq
 import rq_tasks
-from conftest import IN_CI, get_json, run_rq_worker, serve_queuewatch
+from conftest import get_json, run_rq_worker, serve_queuewatch
 from playwright.sync_api import expect
 from webhook_receiver import Receiver, webhook_receiver
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis_db(6)]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-@pytest.fixture
-def browser():
-    if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing (apt-get install chromium; make test installs it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("QUEUEWATCH_SCREENSHOTS") or tmp_path / "screenshots")
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import pytest
 import rq
 import rq_tasks
 from conftest import run_rq_worker, serve_queuewatch
-from test_browser import browser  # noqa: F401  (the fixture)
 from werkzeug.security import generate_password_hash
 
 from queuewatch.auth import hash_token
@@ -21,7 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.redis_db(3)]
 ADMIN_TOKEN = "qw_test_admin_token"
 
 
-def test_the_audit_log_records_an_operators_requeue_from_the_browser(browser, r, redis_url, tmp_path: Path) -> None:  # noqa: F811
+def test_the_audit_log_records_an_operators_requeue_from_the_browser(browser, r, redis_url, tmp_path: Path) -> None:
     users = tmp_path / "users.toml"
     users.write_text(f'[users.otto]\nrole = "operator"\npassword_hash = "{generate_password_hash("otto-pass")}"\n')
     tokens = tmp_path / "tokens.jsonl"

@@ -6,7 +6,6 @@ see a real worker run the job. Screenshots go to $QUEUEWATCH_SCREENSHOTS
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,40 +13,16 @@ import pytest
 import rq
 from playwright.sync_api import expect
 import rq_tasks
-from conftest import IN_CI, run_rq_worker, serve_queuewatch
+from conftest import run_rq_worker, serve_queuewatch
 from rq.job import Job
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 @pytest.fixture
 def server(redis_url: str, tmp_path: Path) -> Iterator[str]:
     with serve_queuewatch(tmp_path, "--redis", redis_url, "--rabbitmq", "none", "--poll", "1") as base:
         yield base
-
-
-@pytest.fixture
-def browser():
-    if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing (apt-get install chromium; make test installs it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("QUEUEWATCH_SCREENSHOTS") or tmp_path / "screenshots")
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 def test_operator_requeues_a_failed_job_from_the_browser(server, browser, shots, r, redis_url, tmp_path) -> None:

@@ -3,7 +3,6 @@ with a Redis broker (database 14) or a RabbitMQ one, and Redis results (database
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 from urllib.parse import quote

@@ -8,7 +8,6 @@ when refreshing the docs) or a temp dir.
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import rq
 import rq_tasks
-from conftest import IN_CI, run_rq_worker, serve_queuewatch
+from conftest import run_rq_worker, serve_queuewatch
 from playwright.sync_api import Page, expect
 
 from queuewatch import history
@@ -28,30 +27,6 @@ from queuewatch.recorder import Recorder
 from queuewatch.state import SQLiteStateStore
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis_db(7)]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-@pytest.fixture
-def browser():
-    if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing (apt-get install chromium; make test installs it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("QUEUEWATCH_SCREENSHOTS") or tmp_path / "screenshots")
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 def seed_last_hour(path: Path, end: int) -> int:
