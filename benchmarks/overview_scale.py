@@ -14,10 +14,13 @@ registered by rq's own ``Worker.register_birth``, then runs a real
     pipeline (the start of RQ's overview) to the next; no page is requested
     meanwhile. (A proxy on the wire cannot tell: Redis starts answering a
     10,000-command pipeline before the client has finished sending it.)
-(b) Latency of the overview page (``GET /``) at Q queues, R requests over one
-    keep-alive connection, without the proxy. The sampler takes the shared
-    snapshot every 0.5 s; the client sleeps 0.6 s between requests, so every
-    request renders a snapshot newer than the previous request's.
+(b) Latency of the overview page (``GET /``) and of its sparklines' history
+    request at Q queues, R requests each over one keep-alive connection,
+    without the instrumentation. The sampler takes the shared snapshot every
+    0.5 s; the client sleeps 0.6 s between requests, so every request renders
+    a snapshot newer than the previous request's. To say where the time goes,
+    also the page with the sampler asleep (``--poll 3600``: rendering only)
+    and ``take_snapshot()`` timed in this process (the sampler's read only).
 (c) The dashboard's memory (VmRSS of every process of ``queuewatch serve``)
     after (b).
 
