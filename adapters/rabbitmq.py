@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import struct
 import threading
 import time
 import urllib.error
@@ -32,10 +33,44 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import pika
+import pika.data
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from .errors import BackendUnavailable, NotFound, Unsupported
+
+
+def _keep_float_fields() -> None:
+    """Make pika read and write AMQP float/double field values as they are.
+
+    pika (1.3, 1.4) decodes them with ``long(...)``, so 4.5 becomes 4, and cannot
+    encode a Python float at all. Celery's client (py-amqp) writes them (e.g. the
+    ``timelimit`` header), so a dead letter moved through pika would silently
+    change. Doubles are read and written as IEEE doubles, as RabbitMQ and py-amqp do.
+    """
+    decode, encode = pika.data.decode_value, pika.data.encode_value
+    if getattr(decode, "queuewatch", False):
+        return
+
+    def decode_value(encoded: bytes, offset: int) -> tuple[Any, int]:
+        kind = encoded[offset : offset + 1]
+        if kind == b"d":
+            return struct.unpack_from(">d", encoded, offset + 1)[0], offset + 9
+        if kind == b"f":
+            return struct.unpack_from(">f", encoded, offset + 1)[0], offset + 5
+        return decode(encoded, offset)
+
+    def encode_value(pieces: list[bytes], value: Any) -> int:
+        if isinstance(value, float):
+            pieces.append(struct.pack(">cd", b"d", value))
+            return 9
+        return encode(pieces, value)
+
+    decode_value.queuewatch = True  # type: ignore[attr-defined]
+    pika.data.decode_value, pika.data.encode_value = decode_value, encode_value
+
+
+_keep_float_fields()
 
 
 @contextlib.contextmanager
@@ -51,6 +86,10 @@ def amqp_errors(what: str = "RabbitMQ") -> Iterator[None]:
         raise Unsupported(f"{what} could not route the message to its queue (does the queue exist?)") from exc
     except pika.exceptions.NackError as exc:
         raise BackendUnavailable(f"{what} refused to take the message (publisher confirm nacked)") from exc
+    except pika.exceptions.UnsupportedAMQPFieldException as exc:
+        # e.g. a float header written by py-amqp (Celery): pika reads it but cannot encode it.
+        raise Unsupported(f"this message has a header value that cannot be written back ({exc}); "
+                          "it was left where it is") from exc  # fmt: skip
     except (pika.exceptions.AMQPError, OSError) as exc:
         raise BackendUnavailable(f"{what} is unreachable: {exc!r}") from exc
 

@@ -482,3 +482,24 @@ def test_the_command_line_configures_queues_to_watch_when_the_management_api_is_
         assert set(queues) == {"orders", "orders.dlq"} and queues["orders.dlq"]["depth"] == 3
     finally:
         app.extensions["queuewatch.monitor"].close()
+
+
+def test_a_dead_letter_with_a_float_header_from_py_amqp_is_redriven_intact(vhost, adapter) -> None:
+    # kombu/py-amqp (Celery's client) writes float header values, which pika itself cannot encode.
+    import amqp
+
+    jobs = AMQPJobs(vhost, "floats")
+    params = pika.URLParameters(vhost)
+    with amqp.Connection(f"{params.host}:{params.port}", userid="guest", password="guest",
+                         virtual_host=params.virtual_host) as conn:  # fmt: skip
+        conn.channel().basic_publish(
+            amqp.Message(b'{"x": 1}', message_id="float-1", application_headers={"timelimit": 4.5}),
+            exchange="", routing_key="floats",
+        )
+    jobs.run_worker()
+    wait_for(lambda: ready(vhost, "floats.dlq") == 1)
+    assert adapter.requeue("floats", ["float-1"]).affected == 1
+    with channel(vhost) as ch:
+        method, props, body = ch.basic_get("floats", auto_ack=True)
+    assert (props.message_id, body, float(props.headers["timelimit"])) == ("float-1", b'{"x": 1}', 4.5)
+    assert ready(vhost, "floats.dlq") == 0
