@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -173,8 +174,10 @@ def rq1_python() -> str:
 
 
 @contextlib.contextmanager
-def serve_queuewatch(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run `queuewatch serve` for real (gunicorn, sampler) on a free port; yield its base URL."""
+def start_queuewatch(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run `queuewatch serve` for real (gunicorn, sampler) on a free port, in its own process
+    group so it can be killed whole; yield its base URL and the process. Later flags win
+    over the defaults given here (--state)."""
     port = free_port()
     queuewatch = Path(sys.executable).with_name("queuewatch")
     cmd = [str(queuewatch), "serve", "--bind", f"127.0.0.1:{port}", "--state", str(tmp_path / "state.sqlite3"), *args]
@@ -192,15 +195,24 @@ def serve_queuewatch(tmp_path: Path, *args: str, env: dict[str, str] | None = No
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"queuewatch did not start:\n{log.read_text()}") from None
-                time.sleep(0.2)
-        yield base
+                time.sleep(0.1)
+        yield base, proc
     finally:
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@contextlib.contextmanager
+def serve_queuewatch(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``start_queuewatch`` when only the URL matters."""
+    with start_queuewatch(tmp_path, *args, env=env) as (base, _):
+        yield base
 
 
 def get_json(url: str) -> object:

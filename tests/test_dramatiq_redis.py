@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import csrf_token, free_port, redis_digest
+from conftest import csrf_token, redis_digest, start_queuewatch
 from contract import AdapterContract, JobFactory, MaintainedAdapterContract
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
@@ -384,27 +383,8 @@ def slow_proxy(port: int, delay: float) -> Iterator[int]:
 @contextlib.contextmanager
 def dashboard(tmp_path: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """A real ``queuewatch serve`` (gunicorn, sampler) in its own process group."""
-    port = free_port()
-    command = [str(Path(sys.executable).with_name("queuewatch")), "serve", "--bind", f"127.0.0.1:{port}",
-               "--state", str(tmp_path / "state.sqlite3"), "--poll", "60", *args]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUEWATCH_")}
-    with open(tmp_path / "queuewatch.log", "wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1).read()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "queuewatch.log").read_text()
-                time.sleep(0.1)
+    with start_queuewatch(tmp_path, "--poll", "60", *args) as (base, proc):
         yield base, proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def post_in_background(url: str, body: dict) -> threading.Thread:

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 import redis
 import rq
 import rq_tasks
-from conftest import REDIS_HOST, REDIS_PORT, CommandCounter, free_port, get_json
+from conftest import REDIS_HOST, REDIS_PORT, CommandCounter, get_json, start_queuewatch
 
 from queuewatch import history
 from queuewatch.adapters.state_redis import RedisStateStore
@@ -34,33 +33,8 @@ QUEUES = ("emails", "reports")
 @contextlib.contextmanager
 def dashboard(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
     """`queuewatch serve` in its own process group (so it can be killed whole); yields it and its URL."""
-    port = free_port()
-    queuewatch = Path(sys.executable).with_name("queuewatch")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUEWATCH_")}
-    log = tmp_path / f"queuewatch-{port}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(queuewatch), "serve", "--bind", f"127.0.0.1:{port}", "--poll", str(POLL), *args],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"queuewatch did not start:\n{log.read_text()}") from None
-                time.sleep(0.1)
+    with start_queuewatch(tmp_path, "--poll", str(POLL), *args) as (base, proc):
         yield proc, base
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def wait_for_holder(base: str, timeout: float = 10) -> dict:
