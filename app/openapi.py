@@ -57,11 +57,27 @@ HISTORY = [{"name": "minutes", "in": "query", "schema": {"type": "number"}},
            {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
            {"name": "points", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}]
 OPEN = {"type": "object", "additionalProperties": True}
+# GET /api/v1/queues narrowed like the overview's table (app/views/pages.py); without any of these, every queue.
+QUEUE_LISTING = [
+    {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 200},
+     "description": "case-insensitive substring of the queue's name, backend or system"},
+    {"name": "system", "in": "query", "schema": {"type": "string", "enum": ["rq", "celery", "dramatiq", "arq", "amqp"]}},
+    {"name": "backend", "in": "query", "schema": STR, "description": "a configured backend's name"},
+    {"name": "state", "in": "query", "schema": {"type": "string", "enum": ["failing", "backlog", "no-workers", "alerting"]},
+     "description": "failing: failed > 0; backlog: waiting > 0; no-workers: waiting > 0 and no live worker; alerting: an alert firing"},
+    {"name": "sort", "in": "query", "schema": {"type": "string", "pattern": "^-?(name|system|backend|depth|in_progress|scheduled|failed|workers|oldest)$"},
+     "description": "a leading - sorts descending; unknown (null) counts sort last either way"},
+    {"name": "dir", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
+    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1},
+     "description": "with page or per, one page (past the last: the last) and total, matched, page, pages, per"},
+    {"name": "per", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
+]
 
 # endpoint → (query parameters, request body schema or None, 2xx response schema)
 DETAILS: dict[str, tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any]]] = {
     "api.backends": ([], None, _obj(("backends",), backends={"type": "array", "items": _ref("Backend")})),
-    "api.queues": ([], None, _obj(("queues",), queues={"type": "array", "items": _ref("Queue")})),
+    "api.queues": (QUEUE_LISTING, None, _obj(("queues",), queues={"type": "array", "items": _ref("Queue")},
+                                             total=INT, matched=INT, page=INT, pages=INT, per=INT)),
     "api.queue": ([], None, _ref("Queue")),
     "api.workers": ([], None, _obj(("workers",), workers={"type": "array", "items": _ref("Worker")})),
     "api.failed": ([LIMIT, CURSOR], None, _obj(("jobs", "total"), jobs={"type": "array", "items": _ref("FailedJob")},

@@ -2,7 +2,7 @@
 // plotly (no inline script: the Content-Security-Policy allows none).
 //
 // Queue page: counts and rates over a chosen range. Overview: a sparkline per
-// queue, drawn only once its row is on screen (1,000 queues stay cheap).
+// queue of the page shown, loaded and drawn only once its row is on screen.
 // Both extend their traces on queuewatch.js's `qw:tick` (which pauses while
 // the tab is hidden), keep the operator's zoom (uirevision), and follow the
 // OS's light or dark theme. Each chart says how many points it drew in
@@ -266,68 +266,105 @@
 
   // -- the overview's sparklines ------------------------------------------------
 
+  // Only the queues of the page shown have a sparkline cell, and a cell asks for
+  // its queue's history once it is on screen, then on each tick only for points
+  // newer than its last: the page never asks for the other 900 queues' history.
+  var SPARK_REQUESTS = 4;  // at once; the rest wait their turn
+
   function Sparklines(controller) {
     this.controller = controller;
-    this.url = controller.dataset.historyUrl;
+    this.url = controller.dataset.queuesUrl;  // /api/v1/queues; + /{backend}/{system}/{queue}/history
     this.minutes = parseFloat(controller.dataset.rangeMinutes || "60");
     this.points = parseInt(controller.dataset.points || "60", 10);
-    this.series = {};  // "backend/system/queue" -> {x: [Date], y: [depth]}
-    this.last = null;
-    this.busy = false;  // one request at a time: with 1,000 queues a load can outlast a tick
+    this.series = {};  // "backend/system/queue" -> {x: [Date], y: [depth], last: "t"}
+    this.waiting = [];  // keys whose request has not started
+    this.asked = {};  // key -> true while its request waits or runs
+    this.running = 0;
     this.visible = new Set();
     this.observer = "IntersectionObserver" in window ? new IntersectionObserver(this.onVisible.bind(this)) : null;
   }
 
-  Sparklines.prototype.key = function (q) { return q.backend + "/" + q.system + "/" + q.name; };
+  Sparklines.prototype.historyUrl = function (key, since) {
+    // The key is "backend/system/queue"; a queue name may itself hold slashes.
+    var a = key.indexOf("/"), b = key.indexOf("/", a + 1);
+    var path = [key.slice(0, a), key.slice(a + 1, b), key.slice(b + 1)].map(encodeURIComponent).join("/");
+    return withParams(this.url + "/" + path + "/history", { minutes: this.minutes, points: this.points, since: since });
+  };
 
-  Sparklines.prototype.absorb = function (answer, replace) {
-    var self = this;
-    (answer.queues || []).forEach(function (q) {
-      var key = self.key(q);
-      var s = replace || !self.series[key] ? (self.series[key] = { x: [], y: [] }) : self.series[key];
-      q.points.forEach(function (p) {
-        s.x.push(when(p));
-        s.y.push(value(p, "depth"));
-        if (!self.last || p.t > self.last) self.last = p.t;
-      });
-      var oldest = Date.now() - self.minutes * 60000;
-      while (s.x.length && s.x[0].getTime() < oldest) { s.x.shift(); s.y.shift(); }
+  Sparklines.prototype.absorb = function (key, points) {
+    var s = this.series[key] || (this.series[key] = { x: [], y: [], last: null });
+    points.forEach(function (p) {
+      if (s.last && p.t <= s.last) return;
+      s.x.push(when(p));
+      s.y.push(value(p, "depth"));
+      s.last = p.t;
     });
+    var oldest = Date.now() - this.minutes * 60000;
+    while (s.x.length && s.x[0].getTime() < oldest) { s.x.shift(); s.y.shift(); }
   };
 
-  Sparklines.prototype.pull = function (since) {
+  Sparklines.prototype.ask = function (key) {
+    if (this.asked[key]) return;
+    this.asked[key] = true;
+    this.waiting.push(key);
+    this.pump();
+  };
+
+  Sparklines.prototype.pump = function () {
     var self = this;
-    if (self.busy) return null;
-    self.busy = true;
-    var params = { minutes: self.minutes, points: self.points, fields: "depth", since: since };
-    return getJSON(withParams(self.url, params)).then(function (answer) {
-      self.absorb(answer, since == null);
-      self.controller.dataset.state = "ready";
-      self.watch();
-      self.visible.forEach(function (el) { self.draw(el); });
-    }).catch(function () {
-      if (since == null) self.controller.dataset.state = "error";  // a failed tick: the next one tries again
-    }).then(function () { self.busy = false; });
+    while (self.running < SPARK_REQUESTS && self.waiting.length) {
+      var key = self.waiting.shift();
+      var known = self.series[key];
+      self.running++;
+      (function (key, known) {
+        getJSON(self.historyUrl(key, known ? known.last : null)).then(function (answer) {
+          self.absorb(key, answer.points || []);
+          self.controller.dataset.state = "ready";
+          self.visible.forEach(function (el) { if (el.dataset.series === key) self.draw(el); });
+        }).catch(function () {
+          if (!known) self.controller.dataset.state = "error";  // a failed tick: the next one tries again
+        }).then(function () {
+          self.running--;
+          delete self.asked[key];
+          self.pump();
+        });
+      })(key, known);
+    }
   };
 
-  Sparklines.prototype.load = function () { return this.pull(null); };
-  Sparklines.prototype.tick = function () { return this.pull(this.last); };
+  Sparklines.prototype.load = function () { this.watch(); };
 
-  // Rows come and go as the overview refreshes; sparkline cells are preserved
-  // across refreshes (hx-preserve), new ones are watched for visibility.
+  // Each tick, the rows on screen ask for what is new.
+  Sparklines.prototype.tick = function () {
+    var self = this;
+    self.visible.forEach(function (el) { self.ask(el.dataset.series); });
+  };
+
+  // Rows come and go as the overview refreshes and as the operator searches or
+  // pages; sparkline cells are preserved across refreshes (hx-preserve), new ones
+  // are watched for visibility, and those gone from the page are forgotten.
   Sparklines.prototype.watch = function () {
     var self = this;
+    self.visible.forEach(function (el) {
+      if (!el.isConnected) { self.visible.delete(el); if (self.observer) self.observer.unobserve(el); }
+    });
     document.querySelectorAll(".sparkline").forEach(function (el) {
       if (el.dataset.watched) return;
       el.dataset.watched = "1";
-      if (self.observer) self.observer.observe(el); else { self.visible.add(el); self.draw(el); }
+      if (self.observer) self.observer.observe(el); else self.show(el);
     });
+  };
+
+  Sparklines.prototype.show = function (el) {
+    this.visible.add(el);
+    this.draw(el);
+    this.ask(el.dataset.series);
   };
 
   Sparklines.prototype.onVisible = function (entries) {
     var self = this;
     entries.forEach(function (entry) {
-      if (entry.isIntersecting) { self.visible.add(entry.target); self.draw(entry.target); }
+      if (entry.isIntersecting) self.show(entry.target);
       else self.visible.delete(entry.target);
     });
   };

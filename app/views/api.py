@@ -54,8 +54,24 @@ def backends() -> Response:
 
 @bp.get("/queues")
 def queues() -> Response:
-    """Every queue of every system on every backend."""
-    return jsonify({"queues": [serialize.queue_json(q) for q in monitor().snapshot().queues]})
+    """Every queue of every system on every backend; optionally searched, filtered, sorted and paged like the overview."""
+    from dataclasses import replace
+
+    from .pages import LISTING_ARGS, alerting_queues, queue_page, queue_query
+
+    snapshot = monitor().snapshot()
+    if not any(name in request.args for name in LISTING_ARGS):
+        return jsonify({"queues": [serialize.queue_json(q) for q in snapshot.queues]})
+    query = queue_query(request.args, {b.name for b in snapshot.backends})
+    paged = "page" in request.args or "per" in request.args
+    if not paged:
+        query = replace(query, per=max(1, len(snapshot.queues)))
+    listing = queue_page(snapshot.queues, query, alerting_queues() if query.state == "alerting" else ())
+    answer: dict[str, Any] = {"queues": [serialize.queue_json(q) for q in listing.rows], "total": listing.total,
+                              "matched": listing.matched}  # fmt: skip
+    if paged:
+        answer.update(page=listing.query.page, pages=listing.pages, per=listing.query.per)
+    return jsonify(answer)
 
 
 @bp.get(QUEUE)
