@@ -86,6 +86,8 @@ def topic_matches(pattern: str, key: str) -> bool:
 class AMQPAdapter(Adapter):
     """Plain queues of one RabbitMQ vhost, with their dead-letter queues."""
 
+    walk_page = WINDOW  # every page of dead letters re-reads the window: walk it in one
+
     system = "amqp"
     label = "RabbitMQ"
     failed_label = "Dead letters"

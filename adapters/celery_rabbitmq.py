@@ -96,6 +96,8 @@ class Topology:
 class CeleryRabbitAdapter(CeleryAdapterBase):
     """Celery whose broker is one RabbitMQ vhost (results in Redis, if linked)."""
 
+    walk_page = WINDOW  # every page of dead letters re-reads the window: walk it in one
+
     failed_label = "Failed"
 
     def __init__(self, *, backend: str, rabbit: RabbitBackend, results_url: str | None = None,

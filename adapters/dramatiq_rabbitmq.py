@@ -62,6 +62,8 @@ def _message_id(delivery: Delivery) -> str:
 class DramatiqRabbitAdapter(Adapter):
     """Dramatiq's RabbitMQ broker on one vhost."""
 
+    walk_page = WINDOW  # every page of dead letters re-reads the window: walk it in one
+
     system = "dramatiq"
     label = "Dramatiq"
     failed_label = "Dead letters"

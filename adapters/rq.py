@@ -276,6 +276,24 @@ class RQAdapter(Adapter):
             offset=offset,
         )
 
+    def failed_ids(self, queue: str, limit: int, cursor: str | None = None) -> Page[str]:
+        """Ids only: one ZREVRANGE, the cursors of ``failed``."""
+        offset = _offset(cursor)
+        key = f"rq:failed:{queue}"
+        with redis_errors():
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.zcard(key)
+                pipe.zrevrange(key, offset, offset + limit - 1)
+                total, ids = pipe.execute()
+        next_offset = offset + len(ids)
+        return Page(
+            items=tuple(i.decode("utf-8", "replace") for i in ids),
+            total=total,
+            next_cursor=str(next_offset) if next_offset < total else None,
+            prev_cursor=str(max(0, offset - limit)) if offset > 0 else None,
+            offset=offset,
+        )
+
     def _read_jobs(self, ids: list[str]) -> list[tuple[dict[bytes, bytes], Any]]:
         """Job hash fields and the newest results, for every id in one round trip."""
         with self.client.pipeline(transaction=False) as pipe:

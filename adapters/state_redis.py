@@ -15,7 +15,8 @@ the ``--state`` URL names:
   encoded point. Streams keep ~100 entries per listpack node, which is what
   makes a year of points cheap in memory. XTRIM MINID needs Redis 6.2.
 
-The alert keys (rules, states, history, claims) are in ``state_redis_alerts.py``.
+The alert keys (rules, states, history, claims) are in ``state_redis_alerts.py``;
+bulk operations (``ops``, ``ops:ids:ID``) in ``state_redis_ops.py``.
 
 No Flask here; redis-py errors become ``BackendUnavailable`` at one boundary.
 """
@@ -32,13 +33,14 @@ import redis
 from ._redis import redis_errors
 from .backends import redact_url
 from .state_redis_alerts import RedisAlertStore
+from .state_redis_ops import RedisOpStore
 
 AUDIT_KEEP = 100_000
 _STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 _SCRIPTS = {name: Path(__file__).with_name(f"state_redis_{name}.lua").read_text() for name in ("lease", "release")}
 
 
-class RedisStateStore(RedisAlertStore):
+class RedisStateStore(RedisAlertStore, RedisOpStore):
     """Settings, the sampler's lease and history in one Redis database."""
 
     def __init__(self, *, url: str | None = None, client: redis.Redis | None = None, prefix: str = "queuewatch:",

@@ -15,6 +15,7 @@ from flask import Flask
 from . import auth, config, csrf, filters, openapi
 from .monitor import Monitor
 from .adapter_state import AdapterStates
+from .bulk import Operations, Runner
 from .recorder import Recorder
 from .sampler import Sampler
 from .state import open_store, secret_key
@@ -60,6 +61,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     sampler.on_snapshot(states.save)
     app.extensions["queuewatch.adapter_states"] = states
 
+    operations = Operations(state, monitor, chunk=int(app.config["BULK_CHUNK"]))
+    runner = Runner(operations)
+    app.extensions["queuewatch.operations"] = operations
+    app.extensions["queuewatch.runner"] = runner
+
     auth.init_app(app)  # before csrf: who you are (401) is answered before whether the form is ours (403)
     csrf.init_app(app)
     filters.init_app(app)
@@ -81,8 +87,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     alerting.init_app(app, sampler)  # rules evaluated on the lease holder's snapshots; the banner on every page
     app.register_blueprint(alert_views.bp)
     app.register_blueprint(alert_views.api)
+    from .views import operations as op_views
+    from .views import triage as triage_views
+
+    app.register_blueprint(op_views.bp)
+    app.register_blueprint(op_views.api)
+    app.register_blueprint(triage_views.bp)
+    app.register_blueprint(triage_views.api)
 
     if app.config["SAMPLER"]:
         sampler.start()
         atexit.register(sampler.stop)
+        runner.start()  # bulk operations: whoever holds an operation's lease works on it
+        atexit.register(runner.stop)
     return app

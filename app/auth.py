@@ -53,6 +53,12 @@ POLICY: tuple[tuple[str, frozenset[str], str], ...] = (
     ("alerts.*", WRITE, "operator"),
     ("alerts_api.*", READ, "viewer"),
     ("alerts_api.*", WRITE, "operator"),
+    ("ops.*", READ, "viewer"),
+    ("ops.*", WRITE, "operator"),
+    ("ops_api.*", READ, "viewer"),
+    ("ops_api.*", WRITE, "operator"),
+    ("triage.*", READ, "viewer"),
+    ("triage_api.*", READ, "viewer"),
 )
 ADMIN_PATH_PARTS = ("/webhooks", "/config", "/settings")  # whatever the endpoint, these need admin
 LOGIN_FAILURES, LOGIN_WINDOW = 5, 300.0  # per client address and per user name

@@ -82,6 +82,8 @@ def main(ctx: click.Context) -> None:
 @click.option("--celery-results", "celery_results", envvar="QUEUEWATCH_CELERY_RESULTS", multiple=True,
               metavar="[BROKER=]URL", help="Celery's Redis result backend, when it is not the broker's database "
                                           "(repeatable; BROKER names the broker backend, default all).")
+@click.option("--bulk-chunk", envvar="QUEUEWATCH_BULK_CHUNK", type=click.IntRange(1, 10_000), default=1_000, show_default=True,
+              help="Jobs per step of a background requeue or delete: one atomic call each, one step of the progress bar.")
 @click.option("--webhook", "webhooks", envvar="QUEUEWATCH_WEBHOOK", multiple=True, metavar="[slack=]URL",
               help="Post alert notifications here (repeatable; generic JSON, or slack= for Slack's payload). "
                    "More targets can be added on the alerts page.")
@@ -91,12 +93,13 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
           trusted_proxies: tuple[str, ...], secure_cookies: bool, read_only: bool, insecure_no_auth: bool,
           webhooks: tuple[str, ...] = (), celery_results: tuple[str, ...] = (), rabbitmq_management: tuple[str, ...] = (),
           rabbitmq_queues: tuple[str, ...] = (), rabbitmq_dlqs: tuple[str, ...] = (),
-          dramatiq_namespace: str = "dramatiq") -> None:  # fmt: skip
+          dramatiq_namespace: str = "dramatiq", bulk_chunk: int = 1_000) -> None:  # fmt: skip
     """Serve the dashboard under gunicorn, with the sampler."""
     overrides: dict[str, Any] = {"POLL": poll, "SAMPLER": True, "BIND": bind, "USERS": users, "TOKENS": tokens,
                                  "TRUST_USER_HEADER": trust_user_header, "TRUST_ROLE_HEADER": trust_role_header,
                                  "TRUST_DEFAULT_ROLE": trust_default_role, "SESSION_COOKIE_SECURE": secure_cookies,
-                                 "READ_ONLY": read_only, "INSECURE_NO_AUTH": insecure_no_auth}  # fmt: skip
+                                 "READ_ONLY": read_only, "INSECURE_NO_AUTH": insecure_no_auth,
+                                 "BULK_CHUNK": bulk_chunk}  # fmt: skip
     if trusted_proxies:
         overrides["TRUSTED_PROXIES"] = config.split_specs(trusted_proxies)
     try:

@@ -23,6 +23,7 @@ DEFAULTS = {
     "POLL": 5.0,  # seconds between snapshots, and between page refreshes
     "SAMPLER": False,  # `queuewatch serve` turns the background sampler on
     "PAGE_SIZE": 50,
+    "BULK_CHUNK": 1_000,  # jobs per step of a background bulk operation (app/bulk.py)
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_NAME": "queuewatch_session",

@@ -69,6 +69,17 @@ def security_headers(response: Response) -> Response:
     return response
 
 
+def fromtimestamp(seconds: float) -> datetime:
+    """A Unix time as an aware UTC datetime (for ``when``)."""
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def dictremove(mapping: dict[str, str], *names: str) -> dict[str, str]:
+    """A copy of ``mapping`` without ``names``: a filter's URL with one condition taken off."""
+    return {k: v for k, v in mapping.items() if k not in names}
+
+
 def init_app(app: Flask) -> None:
-    app.jinja_env.filters.update(number=number, quantity=quantity, duration=duration, ago=ago, isotime=isotime, display=display, digest=digest)
+    app.jinja_env.filters.update(number=number, quantity=quantity, duration=duration, ago=ago, isotime=isotime, display=display,
+                                 digest=digest, dictremove=dictremove, fromtimestamp=fromtimestamp)  # fmt: skip
     app.after_request(security_headers)

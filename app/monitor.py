@@ -174,9 +174,9 @@ class Monitor:
         """Take a new snapshot now (the sampler's tick)."""
         return self.snapshot(max_age=0)
 
-    def shared(self, key: Any, compute: Callable[[], T]) -> T:
-        """Any other read (a page of failed jobs) shared by viewers for one interval."""
-        return self._cache.get(key, compute)
+    def shared(self, key: Any, compute: Callable[[], T], max_age: float | None = None) -> T:
+        """Any other read (a page of failed jobs) shared by viewers for one interval (or ``max_age`` s)."""
+        return self._cache.get(key, compute, max_age)
 
     def adapter(self, backend: str, system: str) -> Adapter:
         """The adapter for a queue path. Raises NotFound."""

@@ -73,6 +73,19 @@ QUEUE_LISTING = [
     {"name": "per", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
 ]
 
+# A failed-jobs filter (app/triage.py Filter), as query parameters or a JSON object.
+FILTER = [{"name": n, "in": "query", "schema": {"type": "string", "maxLength": 200}, "description": d} for n, d in (
+    ("function", "case-insensitive substring of the function name"), ("exception", "case-insensitive substring of the exception type"),
+    ("q", "case-insensitive substring of id, function, exception, message or arguments"),
+    ("since", "ISO 8601 time: failed at or after (UTC if no offset)"), ("until", "ISO 8601 time: failed before"),
+    ("group", "a fingerprint (16 hex digits): exactly one group's jobs"))]
+GROUPING = _obj(("groups", "examined", "partial"), groups={"type": "array", "items": OPEN}, examined=INT,
+                total=NINT, partial={"type": "boolean"}, elapsed_seconds={"type": "number"},
+                errors={"type": "array", "items": STR})
+OPERATION = _obj(("id", "action", "state", "total"), id=STR, action=STR, state={"type": "string", "enum": [
+    "counting", "ready", "running", "done", "cancelled"]}, total=INT, processed=INT, affected=INT, skipped=INT,
+    examined=INT, percent={"type": "number"}, selection=STR, targets={"type": "array", "items": OPEN}, filter=OPEN)
+
 # endpoint → (query parameters, request body schema or None, 2xx response schema)
 DETAILS: dict[str, tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any]]] = {
     "api.backends": ([], None, _obj(("backends",), backends={"type": "array", "items": _ref("Backend")})),
@@ -80,8 +93,9 @@ DETAILS: dict[str, tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, 
                                              total=INT, matched=INT, page=INT, pages=INT, per=INT)),
     "api.queue": ([], None, _ref("Queue")),
     "api.workers": ([], None, _obj(("workers",), workers={"type": "array", "items": _ref("Worker")})),
-    "api.failed": ([LIMIT, CURSOR], None, _obj(("jobs", "total"), jobs={"type": "array", "items": _ref("FailedJob")},
-                                               total=NINT, next_cursor=NSTR, prev_cursor=NSTR, offset=NINT)),
+    "api.failed": ([LIMIT, CURSOR, *FILTER], None, _obj(("jobs", "total"), jobs={"type": "array", "items": _ref("FailedJob")},
+                                               total=NINT, next_cursor=NSTR, prev_cursor=NSTR, offset=NINT,
+                                               examined=INT, partial={"type": "boolean"}, elapsed_seconds={"type": "number"})),
     "api.job": ([], None, OPEN),
     "api.requeue": ([], _ref("Selection"), _obj(("requeued", "not_found"), requeued=INT, not_found=STRS)),
     "api.delete": ([], _ref("Selection"), _obj(("deleted", "not_found"), deleted=INT, not_found=STRS)),
@@ -105,6 +119,16 @@ DETAILS: dict[str, tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, 
     "alerts_api.put_webhooks": ([], _obj(("webhooks",), webhooks={"type": "array", "items": _obj(("url",), url=STR,
                                     format={"type": "string", "enum": ["json", "slack"]})}), OPEN),
     "alerts_api.post_test": ([], {"type": "object"}, _obj(("results",), results={"type": "array", "items": OPEN})),
+    # Failure triage and bulk operations (app/triage.py, app/bulk.py).
+    "triage_api.api_failures": (FILTER, None, GROUPING),
+    "triage_api.api_queue_groups": (FILTER, None, GROUPING),
+    "ops_api.api_start": ([], _obj(("action",), action={"type": "string", "enum": ["requeue", "delete"]}, backend=STR, system=STR,
+                                   queue=STR, scope={"type": "string", "enum": ["everywhere"]},
+                                   filter=_obj(**{p["name"]: p["schema"] for p in FILTER})), OPERATION),
+    "ops_api.api_index": ([], None, _obj(("operations",), operations={"type": "array", "items": OPERATION})),
+    "ops_api.api_show": ([], None, OPERATION),
+    "ops_api.api_confirm": ([], _obj(("total",), total=INT), OPERATION),
+    "ops_api.api_cancel": ([], None, OPERATION),
 }
 
 ERRORS = {str(code): {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}

@@ -19,6 +19,9 @@ def _time(moment: datetime | None) -> str | None:
     return isotime(moment) or None
 
 
+time_json = _time  # for the other views' JSON
+
+
 def backend_json(status: BackendStatus) -> dict[str, Any]:
     return {
         "name": status.name,

@@ -1,5 +1,6 @@
 """The dashboard's own state store: settings, the sampler's lease, and history
-(and alert rules, states, history and claims: ``app/state_alerts.py``).
+(and alert rules, states, history and claims: ``app/state_alerts.py``; bulk
+operations and their job ids: ``app/state_ops.py``).
 
 ``StateStore`` is the interface; ``open_store`` picks the implementation from
 ``--state``: a SQLite file (the default: embedded, nothing to run) or a
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .state_alerts import ALERT_SCHEMA, AlertStore, SQLiteAlertStore
+from .state_ops import OPS_SCHEMA, OpStore, SQLiteOpStore
 
 Point = tuple[str, int, bytes]  # (series, t in ms, payload)
 
@@ -46,7 +48,7 @@ AUDIT_KEEP = 100_000  # audit entries kept; the oldest go first
 
 
 @runtime_checkable
-class StateStore(AlertStore, Protocol):
+class StateStore(AlertStore, OpStore, Protocol):
     """What the dashboard keeps for itself. Every implementation passes tests/test_state_store.py."""
 
     location: str  # where, for logs (no password)
@@ -115,7 +117,7 @@ def secret_key(store: StateStore) -> str:
     return store.set_default("secret_key", secrets.token_urlsafe(48))
 
 
-class SQLiteStateStore(SQLiteAlertStore):
+class SQLiteStateStore(SQLiteAlertStore, SQLiteOpStore):
     """The state store in a SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
@@ -126,6 +128,7 @@ class SQLiteStateStore(SQLiteAlertStore):
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
             db.executescript(ALERT_SCHEMA)
+            db.executescript(OPS_SCHEMA)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -87,6 +87,21 @@ class AdapterContract:
         times = [j.failed_at for j in seen]
         assert all(later <= earlier + timedelta(seconds=1) for earlier, later in zip(times, times[1:]))
 
+    def test_failed_ids_page_like_failed_rows(self, adapter: Adapter, jobs: JobFactory) -> None:
+        """What a bulk action counts (ids) is what the failed pages show, page for page."""
+        ids = jobs.failed(5)
+        cursor, pages = None, []
+        while True:
+            rows, id_page = adapter.failed(jobs.queue, limit=2, cursor=cursor), adapter.failed_ids(jobs.queue, limit=2, cursor=cursor)
+            assert sorted(id_page.items) == sorted(j.id for j in rows.items)
+            assert (id_page.total, id_page.next_cursor) == (rows.total, rows.next_cursor)
+            pages.append(id_page.items)
+            cursor = id_page.next_cursor
+            if cursor is None:
+                break
+        assert sorted(i for page in pages for i in page) == sorted(ids)
+        assert 1 <= type(adapter).walk_page <= 10_000
+
     def test_job_detail_has_args_and_traceback(self, adapter: Adapter, jobs: JobFactory) -> None:
         [job_id] = jobs.failed(1)
         detail = adapter.job(jobs.queue, job_id)

@@ -94,21 +94,3 @@ def test_operator_requeues_a_failed_job_from_the_browser(server, browser, shots,
         worker.register_death()
         page.close()
     assert problems == []
-
-
-def test_cancelling_the_confirmation_changes_nothing(server, browser, r, redis_url, tmp_path) -> None:
-    q = rq.Queue("careful", connection=r)
-    [job] = [q.enqueue(rq_tasks.fail_unless_exists, str(tmp_path / "flag"), 1)]
-    run_rq_worker(redis_url, "careful")
-    page = browser.new_page()
-    try:
-        page.goto(server + "/queues/redis/rq/careful")
-        page.get_by_role("button", name="Delete all 1").click()
-        page.locator("#confirm-dialog").wait_for(state="visible")
-        assert "Delete all 1 failed job of careful?" in page.locator("#confirm-dialog").inner_text()
-        page.get_by_role("button", name="Cancel").click()
-        page.locator("#confirm-dialog").wait_for(state="hidden")
-        assert Job.fetch(job.id, connection=r).get_status() == "failed"
-        assert q.failed_job_registry.count == 1
-    finally:
-        page.close()

@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from queuewatch.adapters.errors import AdapterError, BackendUnavailable
 
-from .. import actions, history, serialize
+from .. import actions, history, serialize, triage
 from . import (BadRequest, code_of, fields_arg, minutes_arg, monitor, page_limit, points_arg, recorder, selection,
                since_arg, status_of)  # fmt: skip
 
@@ -88,10 +88,20 @@ def workers() -> Response:
 
 @bp.get(QUEUE + "/failed")
 def failed(backend: str, system: str, queue: str) -> Response:
-    """One page of a queue's failed jobs, newest first."""
+    """One page of a queue's failed jobs, newest first; with a filter, the matches of a walk within a time budget."""
     limit = page_limit(request.args.get("limit"), 50)
     cursor = request.args.get("cursor") or None
     adapter = monitor().adapter(backend, system)
+    try:
+        flt = triage.Filter.from_args(request.args)
+    except triage.FilterError as exc:
+        raise BadRequest(str(exc)) from None
+    if flt.active:
+        key = ("scan", backend, system, queue, tuple(sorted(flt.args().items())), limit, cursor)
+        found = monitor().shared(key, lambda: triage.scan(adapter, queue, flt, want=limit, cursor=cursor))
+        return jsonify({"jobs": [serialize.failed_json(j) for j in found.rows], "total": found.total,
+                        "next_cursor": found.next_cursor, "examined": found.examined, "partial": found.partial,
+                        "elapsed_seconds": round(found.elapsed, 3)})  # fmt: skip
     page = monitor().shared(
         ("failed", backend, system, queue, limit, cursor), lambda: adapter.failed(queue, limit, cursor)
     )

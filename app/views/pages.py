@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from queuewatch.adapters.base import ALL, QueueStats
+from queuewatch.adapters.base import ALL, Page, QueueStats
 from queuewatch.adapters.errors import AdapterError, BackendUnavailable
 
-from .. import actions, htmx
+from .. import actions, htmx, triage
 from . import BadRequest, code_of, monitor, page_limit, status_of
 
 bp = Blueprint("pages", __name__)
@@ -251,13 +251,26 @@ def queue(backend: str, system: str, queue: str) -> Response:
     adapter = monitor().adapter(backend, system)
     limit = page_limit(request.args.get("limit"), 50)
     cursor = request.args.get("cursor") or None
-    page = monitor().shared(("failed", backend, system, queue, limit, cursor), lambda: adapter.failed(queue, limit, cursor))
+    if triage.has_blanks(request.args):  # the filter form sends its empty fields: bookmark the short URL
+        return redirect(url_for("pages.queue", backend=backend, system=system, queue=queue, **triage.without_blanks(request.args)))
+    try:
+        flt = triage.Filter.from_args(request.args)
+    except triage.FilterError as exc:
+        raise BadRequest(str(exc)) from None
+    scan = None
+    if flt.active:  # walk the list within a time budget; the page says how far it got
+        key = ("scan", backend, system, queue, tuple(sorted(flt.args().items())), limit, cursor)
+        scan = monitor().shared(key, lambda: triage.scan(adapter, queue, flt, want=limit, cursor=cursor))
+        page = Page(scan.rows, scan.total, scan.next_cursor)
+    else:
+        page = monitor().shared(("failed", backend, system, queue, limit, cursor), lambda: adapter.failed(queue, limit, cursor))
     fragment = {"counts": "partials/queue_counts.html", "failed": "partials/failed_table.html"}.get(
         request.args.get("fragment", ""), "partials/queue_counts.html"
     )
+    ops = current_app.extensions["queuewatch.operations"].touching(backend, system, queue, limit=20)
     return htmx.render(
         "queue.html", fragment, stats=stats, page=page, limit=limit, cursor=cursor, adapter=adapter,
-        snapshot=monitor().snapshot(),
+        snapshot=monitor().snapshot(), flt=flt, scan=scan, ops=[op for op in ops if op.active] or ops[:1],
     )  # fmt: skip
 
 
