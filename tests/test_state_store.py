@@ -53,6 +53,26 @@ class StateStoreContract:
         assert store.get("k") == "third"
         assert state.secret_key(store) == state.secret_key(store)
 
+    def test_operations_are_kept_newest_first_with_their_ids_and_the_oldest_go(self, store: StateStore) -> None:
+        from queuewatch.state_ops import OPS_KEEP
+
+        assert store.op("nope") is None and store.ops(5) == []
+        store.put_op("a", 1.0, '{"v": 1}')
+        store.put_op("b", 2.0, '{"v": 2}')
+        store.put_op("a", 1.0, '{"v": 3}')  # replaced in place: creation time unchanged
+        assert store.ops(5) == ['{"v": 2}', '{"v": 3}'] and store.op("a") == '{"v": 3}'
+        store.put_op_ids("a", 0, "0\nx\ny")
+        store.put_op_ids("a", 1, "0\nz")
+        store.put_op_ids("a", 1, "0\nw")
+        assert (store.op_ids("a", 0), store.op_ids("a", 1), store.op_ids("a", 2)) == ("0\nx\ny", "0\nw", None)
+        store.drop_op_ids("a")
+        assert store.op_ids("a", 0) is None and store.op("a") == '{"v": 3}'
+        store.put_op_ids("b", 0, "0\nkept")
+        for n in range(OPS_KEEP):
+            store.put_op(f"new{n}", 10.0 + n, "{}")
+        assert store.op("a") is None and store.op("b") is None and store.op_ids("b", 0) is None  # the oldest went, ids too
+        assert len(store.ops(OPS_KEEP + 10)) == OPS_KEEP
+
     def test_one_holder_at_a_time_and_the_lease_expires(self, store: StateStore) -> None:
         holder, left = store.acquire_lease("sampler", "a", ttl=0.4)
         assert holder == "a" and 0.3 < left <= 0.41
