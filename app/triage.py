@@ -189,6 +189,7 @@ class Grouping:
     elapsed: float
     lists: int  # failed lists read (some maybe partly)
     errors: tuple[str, ...] = ()  # failed lists that could not be read, and why
+    unread: int = 0  # failed lists not reached within the budget (the last of ``sources``)
 
     @property
     def partial(self) -> bool:
@@ -212,8 +213,10 @@ def groups(sources: Iterable[tuple[tuple[str, str, str], Adapter]], flt: Filter,
            limit: int = 50) -> Grouping:  # fmt: skip
     """Group the failed lists of ``sources`` ((backend, system, queue), adapter) by fingerprint.
 
-    The budget is shared: each list gets an equal part of what is left, newest
-    jobs first, so a partial answer still covers every queue's latest failures.
+    The budget is shared: each list gets an equal part of what is left (at
+    least one page), newest jobs first, so a partial answer covers the latest
+    failures of every list it reached. Pass the lists that matter most first:
+    when the budget is spent, the rest are not read (``unread``).
     A group's count is the jobs of it that were read: exact when ``complete``.
     Memory grows with the number of groups, not of jobs: each page read is
     grouped and merged, then dropped.
@@ -223,9 +226,14 @@ def groups(sources: Iterable[tuple[tuple[str, str, str], Adapter]], flt: Filter,
     found: dict[str, Group] = {}
     sample_in: dict[str, tuple[str, str, str]] = {}
     spread: dict[str, dict[tuple[str, str, str], int]] = {}
-    examined, total, complete, errors = 0, 0, True, []
+    examined, total, complete, errors, unread = 0, 0, True, [], 0
+    deadline = started + budget
     for n, (where, adapter) in enumerate(sources):
-        share = max(0.05, (budget - (time.monotonic() - started)) / (len(sources) - n))
+        left = deadline - time.monotonic()
+        if left <= 0 and n:  # every list read so far had its share: the rest wait for a narrower filter
+            unread, complete = len(sources) - n, False
+            break
+        share = max(0.0, left) / (len(sources) - n)
         next_cursor: str | None = None
         try:
             first = True
@@ -254,4 +262,5 @@ def groups(sources: Iterable[tuple[tuple[str, str, str], Adapter]], flt: Filter,
         Found(g, sample_in[g.fingerprint], tuple(sorted(spread[g.fingerprint].items(), key=lambda wc: (-wc[1], wc[0]))))
         for g in ordered[:limit]
     )
-    return Grouping(top, examined, total, complete, time.monotonic() - started, len(sources), tuple(errors))
+    return Grouping(top, examined, None if unread else total, complete, time.monotonic() - started,
+                    len(sources) - unread, tuple(errors), unread)  # fmt: skip

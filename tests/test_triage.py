@@ -232,3 +232,53 @@ def test_the_api_filters_failed_jobs_and_groups_them(client, r, redis_url, tmp_p
     assert [g["fingerprint"] for g in everywhere["groups"]] == [declined["fingerprint"]]
     assert client.get("/api/v1/failures/groups?since=nope").status_code == 400
     assert client.get(f"/api/v1/queues/{q_path('triage')}/failed?group=xyz").status_code == 400
+
+
+# -- grouping across lists, pure (a fake adapter: lists of rows in memory) ---------------
+
+
+class FakeFailedList:
+    """Just enough of an adapter for the walk: ``failed`` pages over rows in memory; ``slow`` seconds per page."""
+
+    walk_page = 2
+
+    def __init__(self, rows: dict[str, list], slow: float = 0.0) -> None:
+        self.rows, self.slow = rows, slow
+
+    def failed(self, queue: str, limit: int, cursor: str | None = None):  # type: ignore[no-untyped-def]
+        import time
+
+        from queuewatch.adapters.base import Page
+
+        time.sleep(self.slow)
+        offset, rows = int(cursor or 0), self.rows[queue]
+        end = offset + limit
+        return Page(tuple(rows[offset:end]), len(rows), str(end) if end < len(rows) else None)
+
+
+def row(job_id: str, message: str, minute: int):  # type: ignore[no-untyped-def]
+    from queuewatch.adapters.base import FailedJob
+
+    return FailedJob(job_id, "billing.send", "()", "TimeoutError", message, datetime(2026, 11, 21, 6, minute, tzinfo=timezone.utc), 1)
+
+
+def test_groups_merge_pages_and_queues_and_stop_at_the_budget() -> None:
+    from queuewatch.triage import groups
+
+    rows = {"a": [row("a1", "smtp 10.0.0.1 timed out after 30 s", 5), row("a2", "smtp 10.0.0.2 timed out after 31 s", 3),
+                  row("a3", "disk full", 4)],
+            "b": [row("b1", "smtp 10.0.0.9 timed out after 2 s", 9)]}  # fmt: skip
+    fake = FakeFailedList(rows)
+    found = groups([(("r", "rq", "a"), fake), (("r", "rq", "b"), fake)], Filter())  # type: ignore[list-item]
+    assert found.complete and (found.examined, found.total, found.unread) == (4, 4, 0)
+    smtp, disk = found.groups
+    assert (smtp.group.count, disk.group.count) == (3, 1)
+    assert smtp.queues == ((("r", "rq", "a"), 2), (("r", "rq", "b"), 1))
+    assert smtp.group.sample_id == "b1" and smtp.sample_in == ("r", "rq", "b")  # the newest of the group, across lists
+    assert (smtp.group.first_seen.minute, smtp.group.last_seen.minute) == (3, 9)
+    assert smtp.group.message_pattern == "smtp <ip> timed out after <n> s"
+    only_a = groups([(("r", "rq", "a"), fake)], Filter.from_args({"q": "disk"}))  # type: ignore[list-item]
+    assert [f.group.count for f in only_a.groups] == [1] and only_a.examined == 3
+    slow = FakeFailedList(rows, slow=0.05)
+    short = groups([(("r", "rq", "a"), slow), (("r", "rq", "b"), slow)], Filter(), budget=0.01)  # type: ignore[list-item]
+    assert short.partial and short.unread == 1 and short.lists == 1 and short.examined == 2  # one page of the first list

@@ -37,10 +37,12 @@ def _user() -> str:
 
 
 def failing_targets() -> list[Target]:
-    """Every queue with failed jobs in the snapshot, on Redis backends (reading RabbitMQ dead letters is an inspection)."""
+    """Every queue with failed jobs in the snapshot, most first, on Redis backends (reading RabbitMQ dead letters is an inspection)."""
     snapshot = monitor().snapshot()
     redis_backends = {b.name for b in snapshot.backends if b.kind == "redis"}
-    return [(q.backend, q.system, q.name) for q in snapshot.queues if q.failed and q.backend in redis_backends]
+    failing = [q for q in snapshot.queues if q.failed and q.backend in redis_backends]
+    failing.sort(key=lambda q: -(q.failed or 0))  # the largest first: a grouping short of time reads them first
+    return [(q.backend, q.system, q.name) for q in failing]
 
 
 def _targets(form: Any) -> list[Target]:

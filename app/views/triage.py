@@ -104,7 +104,7 @@ def grouping_json(grouping: Grouping) -> dict[str, Any]:
             for f in grouping.groups
         ],
         "examined": grouping.examined, "total": grouping.total, "partial": grouping.partial,
-        "elapsed_seconds": round(grouping.elapsed, 3), "errors": list(grouping.errors),
+        "elapsed_seconds": round(grouping.elapsed, 3), "errors": list(grouping.errors), "unread_queues": grouping.unread,
     }  # fmt: skip
 
 
