@@ -194,6 +194,11 @@ def test_reads_never_write_a_crawl_of_every_page_and_get_route(client, r, redis_
         "/api/v1/workers", f"/api/v1/queues/{qp}/failed", f"/api/v1/queues/{qp}/failed?limit=1&cursor=2",
         "/metrics", "/healthz", f"/queues/{qp}/jobs/missing", f"/api/v1/queues/{qp}/jobs/missing",
         f"/queues/{q_path('missing-queue')}",
+        # Failure triage: filters, groups, operations (reading, never counting or confirming one).
+        f"/queues/{qp}?exception=FileNotFound&q=flag", f"/queues/{qp}?since=2026-01-01T00:00&function=rq_tasks",
+        f"/queues/{qp}/groups", "/failures", "/failures?exception=x", f"/api/v1/queues/{qp}/groups",
+        "/api/v1/failures/groups", f"/api/v1/queues/{qp}/failed?q=flag", "/operations", "/api/v1/operations",
+        "/operations/missing", "/api/v1/operations/missing",
     ] + [f"/queues/{qp}/jobs/{i}" for i in ids] + [f"/api/v1/queues/{qp}/jobs/{i}" for i in ids]  # fmt: skip
     for url in urls:
         assert client.get(url).status_code < 500, url

@@ -267,7 +267,8 @@ def queue(backend: str, system: str, queue: str) -> Response:
     fragment = {"counts": "partials/queue_counts.html", "failed": "partials/failed_table.html"}.get(
         request.args.get("fragment", ""), "partials/queue_counts.html"
     )
-    ops = current_app.extensions["queuewatch.operations"].touching(backend, system, queue, limit=20)
+    # Operations on this queue: shown on the page (each then refreshes itself), not in the refreshing fragments.
+    ops = [] if htmx.wants_fragment() else current_app.extensions["queuewatch.operations"].touching(backend, system, queue, limit=20)
     return htmx.render(
         "queue.html", fragment, stats=stats, page=page, limit=limit, cursor=cursor, adapter=adapter,
         snapshot=monitor().snapshot(), flt=flt, scan=scan, ops=[op for op in ops if op.active] or ops[:1],
