@@ -1,9 +1,12 @@
-"""Requeue every job of a large RQ failed registry, three ways, side by side.
+"""Requeue every job of a large RQ failed registry, four ways, side by side.
 
   rq CLI     ``rq requeue --queue Q --all`` (RQ's own, one job at a time)
   adapter    ``RQAdapter(...).requeue(Q, ALL)`` in this process (Lua, 1,000 ids per call)
   HTTP API   ``POST /api/v1/queues/redis/rq/Q/failed/requeue {"all": true}`` to a
              real ``queuewatch serve``
+  operation  the browser's "Requeue all…": ``POST /api/v1/operations``, wait for the
+             exact count, confirm it, wait until done (the background runner of a
+             real ``queuewatch serve``, 1,000 ids per chunk)
 
 Each method runs on freshly filled, identical data (N real RQ failed jobs).
 Besides its wall-clock time, SLOWLOG gives the longest single Redis command
@@ -92,10 +95,53 @@ def http_api(url: str, queue: str, timeout: float) -> Iterator[Run]:
             yield run
 
 
+@contextlib.contextmanager
+def operation(url: str, queue: str, timeout: float) -> Iterator[Run]:
+    """The browser's "Requeue all…": a background operation through the API of a real ``queuewatch serve``:
+    start it (it counts the ids), confirm the exact count, and poll until it is done. All timed."""
+    port = _server.free_port()
+
+    def call(conn: http.client.HTTPConnection, method: str, path: str, body: object = None) -> dict:
+        conn.request(method, path, body=None if body is None else json.dumps(body), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        if response.status >= 300:
+            raise RuntimeError(f"HTTP {response.status}: {answer}")
+        return answer
+
+    def until(conn: http.client.HTTPConnection, path: str, state: str) -> tuple[dict, float]:
+        deadline = time.perf_counter() + timeout
+        while (op := call(conn, "GET", path))["state"] != state:
+            if time.perf_counter() > deadline or op["state"] in ("cancelled",):
+                raise RuntimeError(f"operation {op['state']}: {op.get('error')}")
+            time.sleep(0.02)
+        return op, time.perf_counter()
+
+    with tempfile.TemporaryDirectory() as state:
+        with _server.serve(_server.queuewatch_command(url, port, state, poll=5.0), port, "/healthz"):
+
+            def run() -> str:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+                try:
+                    started = time.perf_counter()
+                    op = call(conn, "POST", "/api/v1/operations", {"action": "requeue", "backend": "redis", "system": "rq", "queue": queue})
+                    path = f"/api/v1/operations/{op['id']}"
+                    op, counted = until(conn, path, "ready")
+                    call(conn, "POST", path + "/confirm", {"total": op["total"]})
+                    op, done = until(conn, path, "done")
+                    return (f"counted {op['total']:,} in {counted - started:.2f} s, then requeued {op['affected']:,} "
+                            f"in {done - counted:.2f} s ({op['chunks']} chunks; polled every 20 ms)")
+                finally:
+                    conn.close()
+
+            yield run
+
+
 METHODS = {
     "rq requeue --all (CLI)": rq_cli,
     "RQAdapter.requeue(ALL)": adapter,
     "POST …/failed/requeue (HTTP)": http_api,
+    "background operation (HTTP: count, confirm, run)": operation,
 }
 
 
