@@ -8,6 +8,8 @@ purpose.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import abc
 import inspect
 from datetime import timedelta
@@ -123,6 +125,40 @@ class AdapterContract:
         assert self.stats(adapter, jobs.queue).failed == 0
         jobs.run_worker()
         assert jobs.succeeded(job_id)
+
+    def test_a_background_operation_counts_then_requeues_every_failed_job_and_they_run(
+        self, adapter: Adapter, jobs: JobFactory, tmp_path: Path
+    ) -> None:
+        """The bulk path the browser takes ("Requeue all…"), through this adapter, in chunks of two."""
+        from queuewatch.bulk import Operations, Runner
+        from queuewatch.state import SQLiteStateStore
+        from queuewatch.triage import Filter
+
+        class ThisAdapter:  # the monitor, as far as operations need one
+            def adapter(self, backend: str, system: str) -> Adapter:
+                return adapter
+
+            def changed(self) -> None:
+                pass
+
+        ids = jobs.failed(3)
+        jobs.allow()
+        ops = Operations(SQLiteStateStore(tmp_path / "ops.sqlite3"), ThisAdapter(), chunk=2)  # type: ignore[arg-type]
+        runner = Runner(ops)
+        op = ops.create("requeue", [(adapter.backend, adapter.system, jobs.queue)], Filter(), "tester")
+        while runner.step():
+            pass
+        counted = ops.get(op.id)
+        assert (counted.state, counted.total, counted.chunks) == ("ready", 3, 2)
+        assert self.stats(adapter, jobs.queue).failed == 3  # counting moved nothing
+        ops.confirm(op.id, 3, "tester")
+        while runner.step():
+            pass
+        done = ops.get(op.id)
+        assert (done.state, done.affected, done.skipped) == ("done", 3, 0)
+        assert self.stats(adapter, jobs.queue).failed == 0
+        jobs.run_worker()
+        assert all(jobs.succeeded(i) for i in ids)
 
     def test_requeue_twice_does_not_enqueue_twice(self, adapter: Adapter, jobs: JobFactory) -> None:
         [job_id] = jobs.failed(1)
