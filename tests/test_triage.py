@@ -145,6 +145,7 @@ def test_a_group_requeue_counts_asks_for_the_exact_number_and_its_jobs_run(app, 
     run_operation(app)  # counting
     page = client.get(op_url).get_data(as_text=True)
     assert "Exactly 3 jobs" in page and 'name="total" value="3"' in page
+    assert "1 active</span>" in client.get("/workers").get_data(as_text=True)  # every page's navigation shows it
     assert all(status(r, i) == "failed" for i in missing)  # counting changed nothing
     op_id = op_url.rsplit("/", 1)[1]
     assert client.post(f"{op_url}/confirm", data={"csrf_token": csrf, "total": "4"}).status_code == 409  # not the count shown

@@ -31,6 +31,19 @@ def operations() -> Operations:
     return current_app.extensions["queuewatch.operations"]
 
 
+@bp.app_context_processor
+def _active_operations() -> dict[str, Any]:
+    """``active_ops()`` for the navigation: operations counting, waiting or running, as every viewer sees them."""
+
+    def active_ops() -> list[Operation]:
+        try:
+            return [op for op in operations().recent(20) if op.active]
+        except Exception:  # the state store is down: the page still renders (the operations page says why)
+            return []
+
+    return {"active_ops": active_ops}
+
+
 def _user() -> str:
     principal = g.get("principal")
     return principal.name if principal else "anonymous"
