@@ -23,6 +23,20 @@
     });
   }
   setInterval(tick, pollMs);
+
+  // A refresh that lands between the press and the release of a click would
+  // put the two on different elements (the old row, the new one) and the
+  // click would be lost: while a pointer is down, a refresh is not swapped in
+  // (the next tick brings it). Requests the operator made (a form) still are.
+  var pressing = false;
+  document.addEventListener("pointerdown", function () { pressing = true; }, true);
+  ["pointerup", "pointercancel"].forEach(function (type) {
+    document.addEventListener(type, function () { setTimeout(function () { pressing = false; }, 0); }, true);
+  });
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var source = event.detail.elt;
+    if (pressing && source && source.hasAttribute && source.hasAttribute("data-refresh")) event.detail.shouldSwap = false;
+  });
   document.addEventListener("visibilitychange", function () {
     document.documentElement.classList.toggle("refresh-paused", paused());
   });
