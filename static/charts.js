@@ -269,26 +269,29 @@
   // Only the queues of the page shown have a sparkline cell, and a cell asks for
   // its queue's history once it is on screen, then on each tick only for points
   // newer than its last: the page never asks for the other 900 queues' history.
-  var SPARK_REQUESTS = 4;  // at once; the rest wait their turn
-
   function Sparklines(controller) {
     this.controller = controller;
-    this.url = controller.dataset.queuesUrl;  // /api/v1/queues; + /{backend}/{system}/{queue}/history
     this.minutes = parseFloat(controller.dataset.rangeMinutes || "60");
     this.points = parseInt(controller.dataset.points || "60", 10);
     this.series = {};  // "backend/system/queue" -> {x: [Date], y: [depth], last: "t"}
-    this.waiting = [];  // keys whose request has not started
-    this.asked = {};  // key -> true while its request waits or runs
-    this.running = 0;
+    this.historyBase = controller.dataset.historyUrl;  // /api/v1/history
+    this.wanted = new Set();  // keys to ask for when the request in flight is back
+    this.running = false;
     this.visible = new Set();
     this.observer = "IntersectionObserver" in window ? new IntersectionObserver(this.onVisible.bind(this)) : null;
   }
 
-  Sparklines.prototype.historyUrl = function (key, since) {
-    // The key is "backend/system/queue"; a queue name may itself hold slashes.
-    var a = key.indexOf("/"), b = key.indexOf("/", a + 1);
-    var path = [key.slice(0, a), key.slice(a + 1, b), key.slice(b + 1)].map(encodeURIComponent).join("/");
-    return withParams(this.url + "/" + path + "/history", { minutes: this.minutes, points: this.points, since: since });
+  // One request per page and tick for all the rows on screen (what every viewer of
+  // the same page asks, so the dashboard answers it once for all of them):
+  // /api/v1/history?series=b/s/q,b/s/q&since=…  A key is "backend/system/queue";
+  // a queue name may itself hold slashes.
+  Sparklines.prototype.historyUrl = function (keys, since) {
+    var series = keys.map(function (key) {
+      var a = key.indexOf("/"), b = key.indexOf("/", a + 1);
+      return [key.slice(0, a), key.slice(a + 1, b), key.slice(b + 1)].map(encodeURIComponent).join("/");
+    });
+    return withParams(this.historyBase, { series: series.join(","), fields: "depth", minutes: this.minutes,
+                                          points: this.points, since: since });
   };
 
   Sparklines.prototype.absorb = function (key, points) {
@@ -303,41 +306,51 @@
     while (s.x.length && s.x[0].getTime() < oldest) { s.x.shift(); s.y.shift(); }
   };
 
-  Sparklines.prototype.ask = function (key) {
-    if (this.asked[key]) return;
-    this.asked[key] = true;
-    this.waiting.push(key);
-    this.pump();
+  // Ask for the history of ``keys``: those never loaded in full, the others only
+  // for points newer than the oldest "last" among them. One request at a time.
+  Sparklines.prototype.ask = function (keys) {
+    var self = this;
+    keys.forEach(function (key) { self.wanted.add(key); });
+    // Rows that come on screen together (a page load, a scroll) go in one request.
+    if (!self.scheduled) { self.scheduled = true; setTimeout(function () { self.scheduled = false; self.flush(); }, 0); }
   };
 
-  Sparklines.prototype.pump = function () {
+  Sparklines.prototype.flush = function () {
     var self = this;
-    while (self.running < SPARK_REQUESTS && self.waiting.length) {
-      var key = self.waiting.shift();
-      var known = self.series[key];
-      self.running++;
-      (function (key, known) {
-        getJSON(self.historyUrl(key, known ? known.last : null)).then(function (answer) {
-          self.absorb(key, answer.points || []);
-          self.controller.dataset.state = "ready";
-          self.visible.forEach(function (el) { if (el.dataset.series === key) self.draw(el); });
-        }).catch(function () {
-          if (!known) self.controller.dataset.state = "error";  // a failed tick: the next one tries again
-        }).then(function () {
-          self.running--;
-          delete self.asked[key];
-          self.pump();
-        });
-      })(key, known);
-    }
+    if (self.running) return;  // asked again when the request in flight is back
+    var fresh = [], known = [], since = null;
+    self.wanted.forEach(function (key) {
+      var s = self.series[key];
+      if (s && s.last) { known.push(key); if (since === null || s.last < since) since = s.last; } else { fresh.push(key); }
+    });
+    self.wanted.clear();
+    var batches = [];
+    if (fresh.length) batches.push([fresh, null]);
+    if (known.length) batches.push([known, since]);
+    if (!batches.length) return;
+    self.running = true;
+    Promise.all(batches.map(function (batch) {
+      return getJSON(self.historyUrl(batch[0], batch[1])).then(function (answer) {
+        (answer.queues || []).forEach(function (q) { self.absorb(q.backend + "/" + q.system + "/" + q.name, q.points || []); });
+        batch[0].forEach(function (key) { if (!self.series[key]) self.series[key] = { x: [], y: [], last: null, empty: true }; });
+        self.controller.dataset.state = "ready";
+      }).catch(function () {
+        if (!known.length) self.controller.dataset.state = "error";  // a failed tick: the next one tries again
+      });
+    })).then(function () {
+      self.running = false;
+      self.visible.forEach(function (el) { self.draw(el); });
+      if (self.wanted.size) self.flush();
+    });
   };
 
   Sparklines.prototype.load = function () { this.watch(); };
 
   // Each tick, the rows on screen ask for what is new.
   Sparklines.prototype.tick = function () {
-    var self = this;
-    self.visible.forEach(function (el) { self.ask(el.dataset.series); });
+    var keys = [];
+    this.visible.forEach(function (el) { keys.push(el.dataset.series); });
+    this.ask(keys);
   };
 
   // Rows come and go as the overview refreshes and as the operator searches or
@@ -358,7 +371,7 @@
   Sparklines.prototype.show = function (el) {
     this.visible.add(el);
     this.draw(el);
-    this.ask(el.dataset.series);
+    this.ask([el.dataset.series]);
   };
 
   Sparklines.prototype.onVisible = function (entries) {

@@ -97,17 +97,21 @@ def test_one_request_answers_for_every_queue_and_backend(client, app, r) -> None
     [backend] = answer["backends"]
     assert backend["name"] == "redis" and [p["up"] for p in backend["points"]] == [1, 1, 1]
     assert len(client.get("/api/v1/history?minutes=30&points=2").get_json()["queues"][0]["points"]) == 2
+    # The overview's sparklines ask for their page's queues only: one request, whatever the number of rows.
+    only_b = client.get("/api/v1/history?minutes=30&fields=depth&points=4000&series=redis/rq/b").get_json()
+    assert [q["name"] for q in only_b["queues"]] == ["b"] and only_b["backends"] == []
+    assert [q["name"] for q in client.get("/api/v1/history?series=redis/rq/a,redis/rq/b,redis/rq/gone").get_json()["queues"]] == ["a", "b"]
 
 
 @pytest.mark.parametrize(
     "query, message",
     [("minutes=0", "minutes"), ("minutes=abc", "minutes"), ("minutes=200000", "90 days"), ("since=yesterday", "ISO 8601"),
-     ("points=0", "points"), ("fields=depth,bogus", "bogus")],
+     ("points=0", "points"), ("fields=depth,bogus", "bogus"), ("series=redis/rq", "backend/system/queue")],
 )  # fmt: skip
 def test_bad_history_requests_get_a_clear_400(client, r, query, message) -> None:
     rq.Queue("q", connection=r).enqueue(rq_tasks.add, 1, 1)
     for path in ("/api/v1/queues/redis/rq/q/history", "/api/v1/history"):
-        if "fields" in query and path != "/api/v1/history":
+        if ("fields" in query or "series" in query) and path != "/api/v1/history":
             continue
         answer = client.get(f"{path}?{query}")
         assert answer.status_code == 400, (path, query)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -177,13 +179,16 @@ def queue_history(backend: str, system: str, queue: str) -> Response:
 
 @bp.get("/history")
 def all_history() -> Response:
-    """Every queue's and backend's history in one answer (the overview's sparklines); ``fields`` narrows it."""
+    """Every queue's and backend's history in one answer; ``series`` (the overview's sparklines: its page's
+    queues) and ``fields`` narrow it."""
     minutes = minutes_arg(request.args.get("minutes"))
     after = since_arg(request.args.get("since"))
     max_points = points_arg(request.args.get("points"), default=120)
     fields = fields_arg(request.args.get("fields"))
+    series = series_arg(request.args.get("series"))
     reading = monitor().shared(
-        ("history", minutes, after, max_points, fields), lambda: recorder().read(None, minutes, after, max_points, fields=fields)
+        ("history", minutes, after, max_points, fields, series),
+        lambda: recorder().read(series, minutes, after, max_points, fields=fields),
     )
     queues, backends = [], []
     for key, buckets in sorted(reading.series.items()):
@@ -197,6 +202,24 @@ def all_history() -> Response:
             backends.append({"name": parts[0], "points": points})
     return jsonify({"minutes": minutes, "tier": reading.tier.name, "step_seconds": reading.step_seconds,
                     "queues": queues, "backends": backends})  # fmt: skip
+
+
+MAX_SERIES = 500
+
+
+def series_arg(raw: str | None) -> tuple[str, ...] | None:
+    """``series=backend/system/queue,…`` (each part percent-encoded) as store series keys; None: all."""
+    if raw in (None, ""):
+        return None
+    keys = []
+    for item in raw.split(","):
+        parts = [unquote(p) for p in item.split("/")]
+        if len(parts) != 3 or not all(parts):
+            raise BadRequest(f"series must be backend/system/queue items, comma-separated, each part percent-encoded; not {item[:80]!r}")
+        keys.append(history.series_key(*parts))
+    if len(keys) > MAX_SERIES:
+        raise BadRequest(f"at most {MAX_SERIES} series per request")
+    return tuple(sorted(set(keys)))
 
 
 @bp.get("/sampler")
