@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -61,12 +62,19 @@ def exit_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
-def fill_failed(connection: redis.Redis, queue: str, count: int, batch: int = BATCH) -> list[str]:
-    """Put ``count`` failed jobs in ``queue``'s failed registry, as an RQ worker would. Returns their ids."""
+def fill_failed(connection: redis.Redis, queue: str, count: int, batch: int = BATCH, progress: bool = False) -> list[str]:
+    """Put ``count`` failed jobs in ``queue``'s failed registry, as an RQ worker would. Returns their ids.
+
+    With ``progress``, says on stderr every 100,000 jobs how far it is and how fast it goes.
+    """
     registry = FailedJobRegistry(queue, connection=connection)
     ids: list[str] = []
     start = datetime.now(timezone.utc)
+    began = time.perf_counter()
     for first in range(0, count, batch):
+        if progress and first and first % 100_000 == 0:
+            rate = first / (time.perf_counter() - began)
+            print(f"  {first:,} of {count:,} jobs, {rate:,.0f} jobs/s", file=sys.stderr, flush=True)
         with connection.pipeline() as pipe:
             for n in range(first, min(first + batch, count)):
                 job = Job.create(
