@@ -11,10 +11,10 @@ against the real Redis:
 - a bulk operation's counting phase over the whole registry, for "all"
   (ids only) and for one group (every row read and fingerprinted): seconds and rows/s.
 
-Each is run ``--repeat`` (3) times; the table shows the median. Uses database 0
+Each is run ``--repeat`` (3) times; the table shows the median. Uses database 13
 by default, emptied before and after (``--url``).
 
-    .venv/bin/python benchmarks/triage_scale.py [--jobs 100000] [--url redis://127.0.0.1:6379/0]
+    .venv/bin/python benchmarks/triage_scale.py [--jobs 100000] [--url redis://127.0.0.1:6379/13]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--other", type=int, default=1_000, help="older jobs, written first")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--url", default=_data.DEFAULT_URL, help="emptied before and after (default: database 13)")
     args = parser.parse_args()
     connection = _data.connect(args.url)
     print(f"# {_data.machine(connection)}")
