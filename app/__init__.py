@@ -94,6 +94,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(op_views.api)
     app.register_blueprint(triage_views.bp)
     app.register_blueprint(triage_views.api)
+    from . import views
+
+    views.init_errors(app)  # errors of the blueprints that have no handlers of their own
 
     if app.config["SAMPLER"]:
         sampler.start()

@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import redis
@@ -38,12 +39,16 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def unavailable(message: str) -> NoReturn:
+    """Something a test needs is missing: skip locally, fail in CI (CI=true), where `make test` provides everything."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_service(port: int, what: str) -> None:
     if not port_open(port):
-        message = f"{what} is not running on 127.0.0.1:{port} (make test starts it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{what} is not running on 127.0.0.1:{port} (make test starts it)")
 
 
 def free_port() -> int:
@@ -166,10 +171,7 @@ def rq1_python() -> str:
     """Python of the RQ 1.16 environment that `make test` builds."""
     path = ROOT / ".venv-rq1" / "bin" / "python"
     if not path.exists():
-        message = f"{path} is missing: `make test` builds it"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{path} is missing: `make test` builds it")
     return str(path)
 
 
@@ -223,10 +225,7 @@ def get_json(url: str) -> object:
 @pytest.fixture
 def browser(tmp_path: Path):
     if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing (apt-get install chromium; make test installs it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{CHROMIUM} is missing (apt-get install chromium; make test installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

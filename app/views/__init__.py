@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from flask import current_app
+from flask import Flask, Response, current_app, jsonify, request
 
 from queuewatch.adapters.base import ALL, Selection
 from queuewatch.adapters.errors import AdapterError, BackendUnavailable, NotFound, Unsupported
@@ -115,3 +115,28 @@ def fields_arg(raw: str | None) -> tuple[str, ...] | None:
     if unknown:
         raise BadRequest(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(QUEUE_METRICS)}")
     return fields
+
+
+TITLES = {400: "Bad request", 404: "Not found", 409: "Not possible", 503: "Backend unavailable"}
+CODES = {400: "bad_request", 404: "not_found", 409: "conflict", 503: "backend_unavailable"}
+
+
+def answer_error(status: int, code: str, message: str) -> Response | tuple[Response, int]:
+    """An error as the request's side expects it: JSON under /api/, else the error page (or its htmx fragment)."""
+    if request.path.startswith("/api/"):
+        return jsonify({"error": {"code": code, "message": message}}), status
+    from .. import htmx
+
+    return htmx.render("error.html", "partials/error_body.html", status=status, title=TITLES.get(status, "Error"), message=message)
+
+
+def init_errors(app: Flask) -> None:
+    """The app-wide answers to the errors views raise, for every blueprint that has no handler of its own:
+    adapter errors, bad requests, bad filters (app/triage.py) and impossible operations (app/bulk.py)."""
+    from ..bulk import OperationError
+    from ..triage import FilterError
+
+    app.register_error_handler(AdapterError, lambda exc: answer_error(status_of(exc), code_of(exc), str(exc)))
+    app.register_error_handler(BadRequest, lambda exc: answer_error(400, "bad_request", str(exc)))
+    app.register_error_handler(FilterError, lambda exc: answer_error(400, "bad_request", str(exc)))
+    app.register_error_handler(OperationError, lambda exc: answer_error(exc.status, CODES.get(exc.status, "error"), str(exc)))

@@ -94,10 +94,7 @@ def failed(backend: str, system: str, queue: str) -> Response:
     limit = page_limit(request.args.get("limit"), 50)
     cursor = request.args.get("cursor") or None
     adapter = monitor().adapter(backend, system)
-    try:
-        flt = triage.Filter.from_args(request.args)
-    except triage.FilterError as exc:
-        raise BadRequest(str(exc)) from None
+    flt = triage.Filter.from_args(request.args)  # FilterError: 400 (views.init_errors)
     if flt.active:
         key = ("scan", backend, system, queue, tuple(sorted(flt.args().items())), limit, cursor)
         found = monitor().shared(key, lambda: triage.scan(adapter, queue, flt, want=limit, cursor=cursor))

@@ -16,10 +16,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect, request, url_for
 
-from queuewatch.adapters.errors import AdapterError
-
-from ..bulk import Operation, OperationError, Operations, Target
-from ..triage import Filter, FilterError
+from ..bulk import Operation, Operations, Target
+from ..triage import Filter
 from .. import htmx
 from . import BadRequest, monitor
 
@@ -67,31 +65,6 @@ def _targets(form: Any) -> list[Target]:
     return [tuple(names)]  # type: ignore[list-item]
 
 
-@bp.errorhandler(OperationError)
-def operation_error(exc: OperationError) -> Response:
-    return htmx.render("error.html", "partials/error_body.html", status=exc.status,
-                       title="Not found" if exc.status == 404 else "Not possible", message=str(exc))  # fmt: skip
-
-
-@bp.errorhandler(AdapterError)
-def adapter_error(exc: AdapterError) -> Response:
-    from .pages import adapter_error as page_error
-
-    return page_error(exc)
-
-
-@api.errorhandler(AdapterError)
-def api_adapter_error(exc: AdapterError) -> tuple[Response, int]:
-    from .api import adapter_error as api_error
-
-    return api_error(exc)
-
-
-@bp.errorhandler(FilterError)
-def filter_error(exc: FilterError) -> Response:
-    return htmx.render("error.html", "partials/error_body.html", status=400, title="Bad request", message=str(exc))
-
-
 @bp.post("/operations")
 def start() -> Response:
     """Count what the form selected; the operator confirms the exact count on the next page."""
@@ -131,27 +104,6 @@ def cancel(op_id: str) -> Response:
 
 
 # -- API -------------------------------------------------------------------------
-
-
-@api.errorhandler(OperationError)
-def api_operation_error(exc: OperationError) -> tuple[Response, int]:
-    from .api import error
-
-    return error(exc.status, "not_found" if exc.status == 404 else "conflict" if exc.status == 409 else "bad_request", str(exc))
-
-
-@api.errorhandler(FilterError)
-def api_filter_error(exc: FilterError) -> tuple[Response, int]:
-    from .api import error
-
-    return error(400, "bad_request", str(exc))
-
-
-@api.errorhandler(BadRequest)
-def api_bad_request(exc: BadRequest) -> tuple[Response, int]:
-    from .api import error
-
-    return error(400, "bad_request", str(exc))
 
 
 def _json(op: Operation, status: int = 200) -> tuple[Response, int]:

@@ -15,10 +15,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, request, url_for
 
-from queuewatch.adapters.errors import AdapterError
-
 from .. import htmx, serialize, triage
-from ..triage import Filter, FilterError, Grouping
+from ..triage import Filter, Grouping
 from . import monitor
 from .operations import failing_targets
 
@@ -46,18 +44,6 @@ def _one(backend: str, system: str, queue: str, flt: Filter) -> Grouping:
                       lambda: triage.groups([(where, adapter)], flt, limit=20), max_age=CACHE_SECONDS)  # fmt: skip
 
 
-@bp.errorhandler(AdapterError)
-def adapter_error(exc: AdapterError) -> Response:
-    from .pages import adapter_error as page_error
-
-    return page_error(exc)
-
-
-@bp.errorhandler(FilterError)
-def filter_error(exc: FilterError) -> Response:
-    return htmx.render("error.html", "partials/error_body.html", status=400, title="Bad request", message=str(exc))
-
-
 @bp.get("/failures")
 def failures() -> Response | Any:
     """Every queue's failed jobs, grouped by fingerprint."""
@@ -77,20 +63,6 @@ def queue_groups(backend: str, system: str, queue: str) -> Response:
 
 
 # -- API -------------------------------------------------------------------------
-
-
-@api.errorhandler(AdapterError)
-def api_adapter_error(exc: AdapterError) -> tuple[Response, int]:
-    from .api import adapter_error as api_error
-
-    return api_error(exc)
-
-
-@api.errorhandler(FilterError)
-def api_filter_error(exc: FilterError) -> tuple[Response, int]:
-    from .api import error
-
-    return error(400, "bad_request", str(exc))
 
 
 def grouping_json(grouping: Grouping) -> dict[str, Any]:
