@@ -214,6 +214,7 @@ def test_the_operations_api_counts_confirms_and_reports(client, app, r, redis_ur
                                                    "queue": "triage"}).status_code == 400  # fmt: skip
     assert client.post("/api/v1/operations", json={"action": "requeue", "backend": "nope", "system": "rq",
                                                    "queue": "triage"}).status_code == 404  # fmt: skip
+    assert client.get("/api/v1/operations/0000").status_code == 404
     assert client.get("/api/v1/operations/0000").get_json()["error"]["code"] == "not_found"  # JSON under /api/
     assert "Not found" in client.get("/operations/0000").get_data(as_text=True)  # the error page elsewhere
     assert client.get("/api/v1/failures/groups?since=nope").get_json()["error"]["code"] == "bad_request"
