@@ -14,6 +14,7 @@ import inspect
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,7 +22,7 @@ import pika
 import pika.exceptions
 import redis
 
-from ._redis import redis_errors
+from .redis_errors import redis_errors
 from .base import Adapter
 from .errors import BackendUnavailable, NotFound
 
@@ -45,26 +46,38 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-# The job systems each kind of backend can hold, as "module:Class" under
-# queuewatch.adapters, one per line: adding a system is adding a line.
-REDIS_SYSTEMS = (
-    "rq:RQAdapter",
-    "celery:CeleryRedisAdapter",
-    "arq:ArqAdapter",
-    "dramatiq_redis:DramatiqRedisAdapter",
-)
-RABBITMQ_SYSTEMS: tuple[str, ...] = (
-    "dramatiq_rabbitmq:DramatiqRabbitAdapter",
-    "celery_rabbitmq:CeleryRabbitAdapter",
-    "amqp:AMQPAdapter",
-)
+@dataclass(frozen=True)
+class System:
+    """One job system, and where its adapter for each kind of backend lives
+    ("package.module:Class" under queuewatch.adapters; None: not on that kind)."""
+
+    name: str
+    redis: str | None = None
+    rabbitmq: str | None = None
 
 
-def _load(paths: tuple[str, ...]) -> tuple[type[Adapter], ...]:
+# Every job system, once. Adding a system is adding its package and a line here;
+# the app reads the names from this table (filters, the OpenAPI enum). On
+# RabbitMQ "amqp" comes last: it shows the queues no other system claims.
+SYSTEMS = (
+    System("rq", redis="rq.adapter:RQAdapter"),
+    System("celery", redis="celery.on_redis:CeleryRedisAdapter", rabbitmq="celery.on_rabbitmq:CeleryRabbitAdapter"),
+    System("dramatiq", redis="dramatiq.on_redis:DramatiqRedisAdapter", rabbitmq="dramatiq.on_rabbitmq:DramatiqRabbitAdapter"),
+    System("arq", redis="arq.adapter:ArqAdapter"),
+    System("amqp", rabbitmq="rabbitmq.plain_queues:AMQPAdapter"),
+)
+SYSTEM_NAMES = tuple(system.name for system in SYSTEMS)
+
+
+def _load(kind: str) -> tuple[type[Adapter], ...]:
     classes = []
-    for path in paths:
-        module, _, name = path.partition(":")
-        classes.append(getattr(importlib.import_module(f"{__package__}.{module}"), name))
+    for system in SYSTEMS:
+        path = getattr(system, kind)
+        if path:
+            module, _, name = path.partition(":")
+            cls = getattr(importlib.import_module(f"{__package__}.{module}"), name)
+            assert cls.system == system.name, f"{path} says it is {cls.system!r}, not {system.name!r}"
+            classes.append(cls)
     return tuple(classes)
 
 
@@ -147,7 +160,7 @@ class KeySurvey:
 
 class RedisBackend(Backend):
     kind = "redis"
-    adapter_classes = _load(REDIS_SYSTEMS)
+    adapter_classes = _load("redis")
 
     def __init__(self, *, name: str, url: str, client: redis.Redis | None = None, timeout: float = 3.0,
                  system_options: dict[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
@@ -200,12 +213,12 @@ class RabbitBackend(Backend):
     """
 
     kind = "rabbitmq"
-    adapter_classes = _load(RABBITMQ_SYSTEMS)
+    adapter_classes = _load("rabbitmq")
 
     def __init__(self, *, name: str, url: str, timeout: float = 3.0, management_url: str | None = None,
                  queues: Iterable[str] = (), dead_letter_queues: Iterable[str] = ()) -> None:  # fmt: skip
         # Imported here so that this module's imports stay those of every backend.
-        from .rabbitmq import ManagementAPI, QueueDirectory
+        from queuewatch.adapters.rabbitmq.amqp import ManagementAPI, QueueDirectory
 
         super().__init__(name=name, url=url)
         self.timeout = timeout

@@ -12,13 +12,21 @@ from typing import Any
 
 from flask import Flask
 
-from . import auth, config, csrf, filters, openapi
-from .monitor import Monitor
-from .adapter_state import AdapterStates
-from .bulk import Operations, Runner
-from .recorder import Recorder
-from .sampler import Sampler
-from .state import open_store, secret_key
+from . import config
+
+from .security import auth
+
+from .security import csrf
+
+from .views import jinja as filters
+
+from .views import openapi
+from queuewatch.snapshots.monitor import Monitor
+from queuewatch.snapshots.adapter_memory import AdapterStates
+from queuewatch.failures.operations import Operations, Runner
+from queuewatch.snapshots.recorder import Recorder
+from queuewatch.snapshots.sampler import Sampler
+from queuewatch.adapters.store.sqlite_store import open_store, secret_key
 
 __version__ = "0.1.0"
 
@@ -81,7 +89,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(audit_views.bp)
     app.register_blueprint(openapi.bp)
 
-    from . import alerting
+    from .alerts import service as alerting
     from .views import alerts as alert_views
 
     alerting.init_app(app, sampler)  # rules evaluated on the lease holder's snapshots; the banner on every page

@@ -15,7 +15,9 @@ from typing import Any
 
 import click
 
-from . import auth, config
+from . import config
+
+from .security import auth
 
 
 def _check_bind(value: str) -> str:
@@ -111,7 +113,7 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
     if problem:
         raise click.UsageError(problem)
     if webhooks:
-        from .notify import parse_webhook
+        from queuewatch.alerts.webhooks import parse_webhook
 
         overrides["WEBHOOK"] = config.split_specs(webhooks)
         try:

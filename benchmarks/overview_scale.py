@@ -177,7 +177,7 @@ def measure_round_trips(url: str, connection: redis.Redis, queues: int, workers:
 def snapshot_seconds(url: str, times: int) -> list[float]:
     """In this process, without HTTP: how long the dashboard's snapshot read (``take_snapshot``) takes."""
     from queuewatch.adapters.backends import connect
-    from queuewatch.monitor import take_snapshot
+    from queuewatch.snapshots.monitor import take_snapshot
 
     backend = connect("redis", name="redis", url=url)
     try:

@@ -36,7 +36,7 @@ import _server
 import redis
 
 from queuewatch.adapters.base import ALL
-from queuewatch.adapters.rq import RQAdapter
+from queuewatch.adapters.rq.adapter import RQAdapter
 
 Run = Callable[[], str]  # requeues everything; returns a note on how it went
 

@@ -28,10 +28,10 @@ from pathlib import Path
 import _data
 from _report import table
 
-from queuewatch.adapters.rq import RQAdapter
-from queuewatch.bulk import Operations, Runner
-from queuewatch.state import SQLiteStateStore
-from queuewatch.triage import Filter, groups, scan
+from queuewatch.adapters.rq.adapter import RQAdapter
+from queuewatch.failures.operations import Operations, Runner
+from queuewatch.adapters.store.sqlite_store import SQLiteStateStore
+from queuewatch.failures.triage import Filter, groups, scan
 
 QUEUE = "triage-bench"
 

@@ -130,9 +130,9 @@ class AdapterContract:
         self, adapter: Adapter, jobs: JobFactory, tmp_path: Path
     ) -> None:
         """The bulk path the browser takes ("Requeue all…"), through this adapter, in chunks of two."""
-        from queuewatch.bulk import Operations, Runner
-        from queuewatch.state import SQLiteStateStore
-        from queuewatch.triage import Filter
+        from queuewatch.failures.operations import Operations, Runner
+        from queuewatch.adapters.store.sqlite_store import SQLiteStateStore
+        from queuewatch.failures.triage import Filter
 
         class ThisAdapter:  # the monitor, as far as operations need one
             def adapter(self, backend: str, system: str) -> Adapter:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from queuewatch.adapter_state import AdapterStates
+from queuewatch.snapshots.adapter_memory import AdapterStates
 
 
 class Learner:

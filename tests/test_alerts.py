@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from queuewatch import alerts
-from queuewatch.alerts import FIRING, OK, PENDING, Alert, Reading, Rule, evaluate, parse_rule, rule_for
+from queuewatch.alerts import rules as alerts
+from queuewatch.alerts.rules import FIRING, OK, PENDING, Alert, Reading, Rule, evaluate, parse_rule, rule_for
 
 S = 1000  # ms
 

@@ -27,7 +27,7 @@ from contract import AdapterContract, JobFactory
 from pages import counts, number, table_rows
 
 from queuewatch import create_app
-from queuewatch.adapters.amqp import AMQPAdapter
+from queuewatch.adapters.rabbitmq.plain_queues import AMQPAdapter
 from queuewatch.adapters.backends import RabbitBackend
 from queuewatch.adapters.base import ALL
 from queuewatch.adapters.errors import NotFound, Unsupported

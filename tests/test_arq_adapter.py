@@ -26,9 +26,9 @@ from contract import AdapterContract, JobFactory, MaintainedAdapterContract
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from queuewatch.adapters import arq_index
-from queuewatch.adapters.arq import ArqAdapter
-from queuewatch.adapters.arq_jobs import job_record
+from queuewatch.adapters.arq import index as arq_index
+from queuewatch.adapters.arq.adapter import ArqAdapter
+from queuewatch.adapters.arq.jobs import job_record
 from queuewatch.adapters.backends import RedisBackend
 from queuewatch.adapters.base import ALL
 from queuewatch.adapters.errors import NotFound, Unsupported
@@ -488,7 +488,7 @@ def test_keys_that_are_not_arq_results_do_not_stop_the_scan(r, adapter) -> None:
 
 
 def test_a_requeue_racing_another_dashboard_enqueues_the_job_once(r, redis_url, adapter, tmp_path, monkeypatch) -> None:
-    from queuewatch.adapters import arq as arq_module
+    from queuewatch.adapters.arq import adapter as arq_module
 
     [job_id] = ArqJobs(adapter, r, redis_url, "race", tmp_path / "flag").failed(1)
     other_client = redis.Redis.from_url(redis_url)

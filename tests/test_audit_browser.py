@@ -14,7 +14,7 @@ import rq_tasks
 from conftest import run_rq_worker, serve_queuewatch
 from werkzeug.security import generate_password_hash
 
-from queuewatch.auth import hash_token
+from queuewatch.security.auth import hash_token
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis_db(3)]
 ADMIN_TOKEN = "qw_test_admin_token"

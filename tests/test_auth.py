@@ -18,7 +18,7 @@ from conftest import free_port, redis_digest, run_rq_worker
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from queuewatch import create_app
-from queuewatch.auth import POLICY, hash_token, required_role
+from queuewatch.security.auth import POLICY, hash_token, required_role
 
 pytestmark = pytest.mark.redis_db(3)
 PASSWORDS = {"vera": ("viewer", "v-pass"), "otto": ("operator", "o-pass"), "ada": ("admin", "a-pass")}

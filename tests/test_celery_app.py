@@ -18,8 +18,8 @@ from pages import counts, number, table_rows
 from test_amqp_adapter import new_vhost, rabbit_app, ready
 
 from queuewatch import create_app
-from queuewatch.adapters.celery_index import UNKNOWN
-from queuewatch.adapters.celery_messages import list_key
+from queuewatch.adapters.celery.index import UNKNOWN
+from queuewatch.adapters.celery.messages import list_key
 
 pytestmark = pytest.mark.redis_db(14)
 

@@ -20,7 +20,7 @@ from contract import AdapterContract, JobFactory, MaintainedAdapterContract
 from test_amqp_adapter import _AUTH, MANAGEMENT, channel, new_vhost, rabbit_digest, ready
 
 from queuewatch.adapters.backends import RabbitBackend
-from queuewatch.adapters.celery_rabbitmq import CeleryRabbitAdapter
+from queuewatch.adapters.celery.on_rabbitmq import CeleryRabbitAdapter
 from queuewatch.adapters.errors import NotFound
 
 

@@ -22,9 +22,9 @@ from conftest import REDIS_HOST, REDIS_PORT, CommandCounter, redis_digest
 from contract import AdapterContract, JobFactory, MaintainedAdapterContract
 
 from queuewatch.adapters.backends import RedisBackend
-from queuewatch.adapters.celery import CeleryRedisAdapter
-from queuewatch.adapters.celery_index import UNKNOWN
-from queuewatch.adapters.celery_messages import SEP, list_key
+from queuewatch.adapters.celery.on_redis import CeleryRedisAdapter
+from queuewatch.adapters.celery.index import UNKNOWN
+from queuewatch.adapters.celery.messages import SEP, list_key
 from queuewatch.adapters.errors import NotFound, Unsupported
 
 pytestmark = pytest.mark.redis_db(14)
@@ -395,7 +395,7 @@ def test_the_index_is_built_in_budgeted_steps_and_page_views_never_scan(r, resul
 
 
 def test_memory_is_bounded_and_counts_beyond_the_cap_are_estimated(r, results, adapter, monkeypatch) -> None:
-    monkeypatch.setattr("queuewatch.adapters.celery_index.MAX_PER_QUEUE", 10)
+    monkeypatch.setattr("queuewatch.adapters.celery.index.MAX_PER_QUEUE", 10)
     with results.pipeline() as pipe:
         for n in range(30):
             pipe.set(f"celery-task-meta-c{n:02d}", failure_record(f"c{n:02d}", "capped", n), ex=3600)
@@ -408,7 +408,7 @@ def test_memory_is_bounded_and_counts_beyond_the_cap_are_estimated(r, results, a
 
 
 def test_no_job_library_is_imported_by_the_celery_adapters() -> None:
-    code = ("import sys, queuewatch.adapters.celery, queuewatch.adapters.celery_rabbitmq, queuewatch.adapters.backends; "
+    code = ("import sys, queuewatch.adapters.celery.on_redis, queuewatch.adapters.celery.on_rabbitmq, queuewatch.adapters.backends; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu', 'billiard')))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

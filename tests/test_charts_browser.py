@@ -20,11 +20,11 @@ import rq_tasks
 from conftest import run_rq_worker, serve_queuewatch
 from playwright.sync_api import Page, expect
 
-from queuewatch import history
+from queuewatch.snapshots import history
 from queuewatch.adapters.base import QueueStats, Worker
-from queuewatch.monitor import BackendStatus, Snapshot
-from queuewatch.recorder import Recorder
-from queuewatch.state import SQLiteStateStore
+from queuewatch.snapshots.monitor import BackendStatus, Snapshot
+from queuewatch.snapshots.recorder import Recorder
+from queuewatch.adapters.store.sqlite_store import SQLiteStateStore
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis_db(7)]
 

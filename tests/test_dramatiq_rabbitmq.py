@@ -22,8 +22,8 @@ from test_amqp_adapter import channel, closed_management, messages, new_vhost, q
 from test_dramatiq_redis import dashboard, post_in_background
 
 from queuewatch.adapters.backends import RabbitBackend
-from queuewatch.adapters.dramatiq import NO_TRACEBACK
-from queuewatch.adapters.dramatiq_rabbitmq import DramatiqRabbitAdapter
+from queuewatch.adapters.dramatiq.messages import NO_TRACEBACK
+from queuewatch.adapters.dramatiq.on_rabbitmq import DramatiqRabbitAdapter
 
 
 class DramatiqRabbitJobs(JobFactory):

@@ -27,11 +27,11 @@ from dramatiq_tasks import recorded, run_worker
 from pages import counts, number, table_rows
 
 from queuewatch import create_app
-from queuewatch.adapters import dramatiq_redis
+from queuewatch.adapters.dramatiq import on_redis as dramatiq_redis
 from queuewatch.adapters.backends import RedisBackend
 from queuewatch.adapters.base import ALL
-from queuewatch.adapters.dramatiq import NO_TRACEBACK
-from queuewatch.adapters.dramatiq_redis import DramatiqRedisAdapter
+from queuewatch.adapters.dramatiq.messages import NO_TRACEBACK
+from queuewatch.adapters.dramatiq.on_redis import DramatiqRedisAdapter
 from queuewatch.adapters.errors import NotFound, Unsupported
 
 pytestmark = pytest.mark.redis_db(12)

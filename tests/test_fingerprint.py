@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from queuewatch.adapters.base import FailedJob
-from queuewatch.fingerprint import MAX_INPUT, MAX_PATTERN, fingerprint, group, normalize_message
+from queuewatch.failures.fingerprint import MAX_INPUT, MAX_PATTERN, fingerprint, group, normalize_message
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=timezone.utc)
 SEND = "billing.tasks.send_invoice"

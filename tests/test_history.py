@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from queuewatch import history
-from queuewatch.history import (
+from queuewatch.snapshots import history
+from queuewatch.snapshots.history import (
     MINUTE_MS, QUEUE_METRICS, TIERS, TIER_BY_NAME, QueueCounts, RateSource, Stat, WorkerCounts,
 )  # fmt: skip
 

@@ -16,7 +16,9 @@ import rq
 import rq_tasks
 from conftest import TESTS, get_json, redis_digest, rq_bin, run_rq_worker, serve_queuewatch
 
-from queuewatch import create_app, history
+from queuewatch import create_app
+
+from queuewatch.snapshots import history
 
 pytestmark = pytest.mark.redis_db(7)
 

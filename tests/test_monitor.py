@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from queuewatch.monitor import SharedCache
+from queuewatch.snapshots.monitor import SharedCache
 
 
 def test_values_are_computed_once_per_interval() -> None:

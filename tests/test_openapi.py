@@ -12,7 +12,7 @@ import schemathesis
 from conftest import run_rq_worker
 from hypothesis import HealthCheck, given, settings
 
-from queuewatch import openapi
+from queuewatch.views import openapi
 
 pytestmark = pytest.mark.redis_db(4)
 

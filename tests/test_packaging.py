@@ -295,7 +295,7 @@ def test_wheel_contains_templates_static_and_lua(wheel):
         "queuewatch/static/queuewatch.css",
     ):
         assert required in names, f"{required} missing from {wheel.name}"
-    assert any(re.fullmatch(r"queuewatch/adapters/[^/]+\.lua", name) for name in names), sorted(names)
+    assert any(re.fullmatch(r"queuewatch/adapters/(.+/)?[^/]+\.lua", name) for name in names), sorted(names)
     assert shipped_htmx == (REPO / "static/vendor/htmx.min.js").read_bytes()
     # Only the package: no tests, demo scripts or top-level source folders.
     assert not [name for name in names if name.split("/")[0] in ("tests", "scripts", "app", "adapters")]

@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from queuewatch.adapters import payload
-from queuewatch.adapters.payload import (
+from queuewatch.adapters.decoding import payload
+from queuewatch.adapters.decoding.payload import (
     Decoded,
     Opaque,
     PayloadError,

@@ -21,7 +21,7 @@ from rq.serializers import JSONSerializer
 from queuewatch.adapters.backends import RedisBackend
 from queuewatch.adapters.base import ALL
 from queuewatch.adapters.errors import NotFound
-from queuewatch.adapters.rq import RQAdapter
+from queuewatch.adapters.rq.adapter import RQAdapter
 
 JSON_SERIALIZER = "rq.serializers.JSONSerializer"
 

@@ -20,9 +20,9 @@ import rq
 import rq_tasks
 from conftest import REDIS_HOST, REDIS_PORT, CommandCounter, get_json, start_queuewatch
 
-from queuewatch import history
-from queuewatch.adapters.state_redis import RedisStateStore
-from queuewatch.state import SQLiteStateStore
+from queuewatch.snapshots import history
+from queuewatch.adapters.store.redis_store import RedisStateStore
+from queuewatch.adapters.store.sqlite_store import SQLiteStateStore
 
 pytestmark = pytest.mark.redis_db(7)
 STATE_DB = 8

@@ -16,12 +16,14 @@ import pytest
 import redis
 from conftest import REDIS_HOST, REDIS_PORT, require_service
 
-from queuewatch import history, state
+from queuewatch.snapshots import history
+
+from queuewatch.adapters.store import sqlite_store as state
 from queuewatch.adapters.base import QueueStats, Worker
-from queuewatch.adapters.state_redis import RedisStateStore
-from queuewatch.monitor import BackendStatus, Snapshot
-from queuewatch.recorder import Recorder
-from queuewatch.state import SQLiteStateStore, StateStore, open_store
+from queuewatch.adapters.store.redis_store import RedisStateStore
+from queuewatch.snapshots.monitor import BackendStatus, Snapshot
+from queuewatch.snapshots.recorder import Recorder
+from queuewatch.adapters.store.sqlite_store import SQLiteStateStore, StateStore, open_store
 
 STATE_DB = 8
 STATE_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{STATE_DB}"
@@ -54,7 +56,7 @@ class StateStoreContract:
         assert state.secret_key(store) == state.secret_key(store)
 
     def test_operations_are_kept_newest_first_with_their_ids_and_the_oldest_go(self, store: StateStore) -> None:
-        from queuewatch.state_ops import OPS_KEEP
+        from queuewatch.adapters.store.sqlite_operations import OPS_KEEP
 
         assert store.op("nope") is None and store.ops(5) == []
         store.put_op("a", 1.0, '{"v": 1}')

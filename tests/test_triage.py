@@ -13,9 +13,9 @@ import rq_tasks
 from conftest import csrf_token, run_rq_worker
 from rq.job import Job
 
-from queuewatch import bulk
-from queuewatch.fingerprint import fingerprint
-from queuewatch.triage import Filter, FilterError, scan
+from queuewatch.failures import operations as bulk
+from queuewatch.failures.fingerprint import fingerprint
+from queuewatch.failures.triage import Filter, FilterError, scan
 
 pytestmark = pytest.mark.redis_db(9)
 
@@ -267,7 +267,7 @@ def row(job_id: str, message: str, minute: int):  # type: ignore[no-untyped-def]
 
 
 def test_groups_merge_pages_and_queues_and_stop_at_the_budget() -> None:
-    from queuewatch.triage import groups
+    from queuewatch.failures.triage import groups
 
     rows = {"a": [row("a1", "smtp 10.0.0.1 timed out after 30 s", 5), row("a2", "smtp 10.0.0.2 timed out after 31 s", 3),
                   row("a3", "disk full", 4)],

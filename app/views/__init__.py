@@ -12,9 +12,9 @@ from flask import Flask, Response, current_app, jsonify, request
 from queuewatch.adapters.base import ALL, Selection
 from queuewatch.adapters.errors import AdapterError, BackendUnavailable, NotFound, Unsupported
 
-from ..history import MAX_MINUTES, QUEUE_METRICS
-from ..monitor import Monitor
-from ..recorder import Recorder
+from queuewatch.snapshots.history import MAX_MINUTES, QUEUE_METRICS
+from queuewatch.snapshots.monitor import Monitor
+from queuewatch.snapshots.recorder import Recorder
 
 MAX_IDS = 10_000  # per request; larger selections use "all"
 MAX_PAGE = 500
@@ -125,7 +125,7 @@ def answer_error(status: int, code: str, message: str) -> Response | tuple[Respo
     """An error as the request's side expects it: JSON under /api/, else the error page (or its htmx fragment)."""
     if request.path.startswith("/api/"):
         return jsonify({"error": {"code": code, "message": message}}), status
-    from .. import htmx
+    from . import htmx
 
     return htmx.render("error.html", "partials/error_body.html", status=status, title=TITLES.get(status, "Error"), message=message)
 
@@ -133,8 +133,8 @@ def answer_error(status: int, code: str, message: str) -> Response | tuple[Respo
 def init_errors(app: Flask) -> None:
     """The app-wide answers to the errors views raise, for every blueprint that has no handler of its own:
     adapter errors, bad requests, bad filters (app/triage.py) and impossible operations (app/bulk.py)."""
-    from ..bulk import OperationError
-    from ..triage import FilterError
+    from queuewatch.failures.operations import OperationError
+    from queuewatch.failures.triage import FilterError
 
     app.register_error_handler(AdapterError, lambda exc: answer_error(status_of(exc), code_of(exc), str(exc)))
     app.register_error_handler(BadRequest, lambda exc: answer_error(400, "bad_request", str(exc)))

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, flash, jsonify, redirect, render_template, request, url_for
 
-from .. import alerts, audit, htmx
-from ..alerting import Alerting, alert_json
-from ..notify import parse_webhook
+from queuewatch.alerts import rules as alerts
+
+from queuewatch.security import audit
+
+from . import htmx
+from queuewatch.alerts.service import Alerting, alert_json
+from queuewatch.alerts.webhooks import parse_webhook
 from . import BadRequest
 from .api import error, json_body
 

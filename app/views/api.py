@@ -11,7 +11,13 @@ from werkzeug.exceptions import HTTPException
 
 from queuewatch.adapters.errors import AdapterError, BackendUnavailable
 
-from .. import actions, history, serialize, triage
+from queuewatch.failures import actions
+
+from queuewatch.snapshots import history
+
+from . import shapes as serialize
+
+from queuewatch.failures import triage
 from . import (BadRequest, code_of, fields_arg, minutes_arg, monitor, page_limit, points_arg, recorder, selection,
                since_arg, status_of)  # fmt: skip
 

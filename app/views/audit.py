@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
-from .. import audit
+from queuewatch.security import audit
 from . import BadRequest, page_limit
 
 bp = Blueprint("audit", __name__)
@@ -26,7 +26,7 @@ def bad_request(exc: BadRequest) -> Response | tuple[Response, int]:
         from .api import error
 
         return error(400, "bad_request", str(exc))
-    from .. import htmx
+    from . import htmx
 
     return htmx.render("error.html", "partials/error_body.html", status=400, title="Bad request", message=str(exc))
 

@@ -6,8 +6,8 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, make_response, redirect, render_template, request, session, url_for
 
-from .. import audit
-from ..auth import auth, login_keys
+from queuewatch.security import audit
+from queuewatch.security.auth import auth, login_keys
 
 bp = Blueprint("auth", __name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app
 
-from ..alerts import STATE_NUMBER
+from queuewatch.alerts.rules import STATE_NUMBER
 from . import monitor
 
 bp = Blueprint("health", __name__)

@@ -16,9 +16,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect, request, url_for
 
-from ..bulk import Operation, Operations, Target
-from ..triage import Filter
-from .. import htmx
+from queuewatch.failures.operations import Operation, Operations, Target
+from queuewatch.failures.triage import Filter
+from . import htmx
 from . import BadRequest, monitor
 
 bp = Blueprint("ops", __name__)

@@ -18,7 +18,11 @@ from werkzeug.exceptions import HTTPException
 from queuewatch.adapters.base import ALL, Page, QueueStats
 from queuewatch.adapters.errors import AdapterError, BackendUnavailable
 
-from .. import actions, htmx, triage
+from queuewatch.failures import actions
+
+from . import htmx
+
+from queuewatch.failures import triage
 from . import BadRequest, code_of, monitor, page_limit, status_of
 
 bp = Blueprint("pages", __name__)

@@ -15,8 +15,12 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, request, url_for
 
-from .. import htmx, serialize, triage
-from ..triage import Filter, Grouping
+from . import htmx
+
+from . import shapes as serialize
+
+from queuewatch.failures import triage
+from queuewatch.failures.triage import Filter, Grouping
 from . import monitor
 from .operations import failing_targets
 

@@ -1,0 +1,448 @@
+"""RQ (1.16 and 2.x) read and moved through its own Redis keys, never ``import rq``.
+
+Keys: ``rq:queues`` (set of ``rq:queue:NAME``), the queue lists, the registries
+``rq:{wip,started,failed,finished,deferred,scheduled,canceled}:NAME`` (zsets
+scored by expiry time), job hashes ``rq:job:ID``, failure tracebacks in the
+``rq:results:ID`` stream (2.x) or the job's ``exc_info`` (1.x), and workers in
+``rq:workers`` → ``rq:worker:NAME`` hashes.
+
+Every count is O(1) and the overview costs a constant number of round trips;
+lists cost O(page). Moves run as Lua scripts, one chunk per call.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from queuewatch.adapters.decoding import payload
+from queuewatch.adapters.decoding.payload import args_preview  # noqa: F401  (re-exported: adapters import it from here too)
+from queuewatch.adapters.base import ALL, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
+from queuewatch.adapters.redis_errors import redis_errors
+from queuewatch.adapters.errors import NotFound
+from queuewatch.adapters.decoding.tracebacks import clip, split_exception
+
+QUEUES_KEY = b"rq:queues"
+WORKERS_KEY = b"rq:workers"
+QUEUE_PREFIX = "rq:queue:"
+JOB_PREFIX = "rq:job:"
+RESULTS_PREFIX = "rq:results:"
+# Registries by the label the queue page shows. 1.x named the started registry
+# "started"; 2.x names it "wip". Both are read and summed.
+REGISTRIES = ("wip", "started", "scheduled", "deferred", "failed", "finished", "canceled")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+CHUNK = 1000  # ids per Lua call: a few ms of Redis time each
+LIST_DECODE_LIMIT = 256 * 1024  # bytes of job data decoded per row of a list
+TRACEBACK_LIMIT = 64_000  # characters of a traceback shown; the rest is cut from the middle
+MESSAGE_LIMIT = 4_000  # characters of an exception message in a list row
+JOB_FIELDS = (
+    b"data", b"description", b"status", b"origin", b"enqueued_at", b"started_at",
+    b"ended_at", b"worker_name", b"number_of_retries", b"exc_info",
+)  # fmt: skip
+
+_SCRIPTS = {name: Path(__file__).with_name(f"{name}.lua").read_text() for name in ("requeue", "delete", "purge")}
+
+
+def _text(value: bytes | None) -> str | None:
+    if value is None or value == b"":
+        return None
+    return value.decode("utf-8", "replace")
+
+
+def parse_time(value: bytes | str | None) -> datetime | None:
+    """RQ's ``%Y-%m-%dT%H:%M:%S.%fZ`` (and older variants) as an aware UTC datetime."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def format_time(moment: datetime) -> str:
+    """A time the way RQ writes it."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _int(value: bytes | None) -> int | None:
+    try:
+        return int(value) if value not in (None, b"") else None
+    except ValueError:
+        return None
+
+
+def _traceback(results: Any, exc_info: bytes | None) -> str | None:
+    """The failure text: newest stream entry that has one (2.x), else the 1.x hash field."""
+    if isinstance(results, list):
+        for _entry_id, fields in results:
+            encoded = fields.get(b"exc_string")
+            if encoded:
+                try:
+                    return zlib.decompress(base64.b64decode(encoded)).decode("utf-8", "replace")
+                except (binascii.Error, zlib.error, ValueError):
+                    return f"<{len(encoded)} bytes of traceback, not decodable>"
+    if exc_info:
+        try:
+            return zlib.decompress(exc_info).decode("utf-8", "replace")
+        except zlib.error:
+            return exc_info.decode("utf-8", "replace")
+    return None
+
+
+def _call_parts(decoded: payload.Decoded) -> tuple[str | None, tuple[Any, ...], dict[str, Any]]:
+    """(function, args, kwargs) from RQ's (func_name, instance, args, kwargs) payload."""
+    value = decoded.value
+    if decoded.error is None and isinstance(value, (list, tuple)) and len(value) == 4:
+        func, instance, args, kwargs = value
+        name = func if isinstance(func, str) else payload.render(func, limit=200)
+        if instance is not None:
+            name = f"{payload.render(instance, limit=80)}.{name}"
+        args = tuple(args) if isinstance(args, (list, tuple)) else (args,)
+        kwargs = {str(k): v for k, v in kwargs.items()} if isinstance(kwargs, dict) else {}
+        return name, args, kwargs
+    return None, (), {}
+
+
+class RQAdapter(Adapter):
+    """RQ on one Redis database."""
+
+    system = "rq"
+    label = "RQ"
+
+    def __init__(self, *, backend: str, client: redis.Redis) -> None:
+        super().__init__(backend=backend)
+        self.client = client
+        self._scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
+
+    @classmethod
+    def detect(cls, client: redis.Redis) -> bool:
+        """RQ is here if it has registered a queue or a worker."""
+        return bool(client.exists(QUEUES_KEY, WORKERS_KEY))
+
+    # -- reads -------------------------------------------------------------
+
+    def queues(self) -> list[QueueStats]:
+        return self.overview()[0]
+
+    def workers(self) -> list[Worker]:
+        return self.overview()[1]
+
+    def overview(self) -> tuple[list[QueueStats], list[Worker]]:
+        """Queues and workers in four round trips, however many there are."""
+        with redis_errors():
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.smembers(QUEUES_KEY)
+                pipe.smembers(WORKERS_KEY)
+                queue_keys, worker_keys = pipe.execute()
+            workers = self._read_workers(sorted(worker_keys))
+            names = {key.decode("utf-8", "replace").removeprefix(QUEUE_PREFIX) for key in queue_keys}
+            names.update(q for w in workers for q in w.queues)
+            stats = self._read_queues(sorted(names), workers)
+        return stats, workers
+
+    def queue(self, name: str) -> QueueStats:
+        with redis_errors():
+            workers = self._read_workers(sorted(self.client.smembers(WORKERS_KEY)))
+            stats = self._read_queues([name], workers)[0]
+            known = self.client.sismember(QUEUES_KEY, QUEUE_PREFIX + name)
+        counts = [stats.depth, stats.in_progress, stats.scheduled, stats.failed, stats.workers]
+        if not known and not any(counts + [value for _, value in stats.details]):
+            raise NotFound(f"no RQ queue named {name!r}")
+        return stats
+
+    def _read_queues(self, names: list[str], workers: list[Worker]) -> list[QueueStats]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.llen(QUEUE_PREFIX + name)
+                pipe.llen(f"{QUEUE_PREFIX}{name}:intermediate")
+                pipe.lindex(QUEUE_PREFIX + name, 0)
+                for registry in REGISTRIES:
+                    pipe.zcard(f"rq:{registry}:{name}")
+            replies = pipe.execute(raise_on_error=False)
+        width = 3 + len(REGISTRIES)
+        rows = [
+            [None if isinstance(r, Exception) else r for r in replies[i * width : (i + 1) * width]]
+            for i in range(len(names))
+        ]
+        # Age of the oldest waiting job: the enqueued_at of each queue's head.
+        heads = [(i, row[2]) for i, row in enumerate(rows) if row[2]]
+        enqueued: list[Any] = [None] * len(names)
+        if heads:
+            with self.client.pipeline(transaction=False) as pipe:
+                for _, job_id in heads:
+                    pipe.hget(JOB_PREFIX + job_id.decode("utf-8", "replace"), "enqueued_at")
+                for (i, _), value in zip(heads, pipe.execute(raise_on_error=False)):
+                    enqueued[i] = value
+        now = datetime.now(timezone.utc)
+        stats = []
+        for name, row, enqueued_at in zip(names, rows, enqueued):
+            depth, intermediate, _, *counts = row
+            reg = dict(zip(REGISTRIES, counts))
+            when = None if isinstance(enqueued_at, Exception) else parse_time(enqueued_at)
+            in_progress = _sum(reg["wip"], reg["started"], intermediate)
+            stats.append(
+                QueueStats(
+                    backend=self.backend,
+                    system=self.system,
+                    name=name,
+                    depth=depth,
+                    in_progress=in_progress,
+                    scheduled=_sum(reg["scheduled"], reg["deferred"]),
+                    failed=reg["failed"],
+                    workers=sum(1 for w in workers if w.alive and name in w.queues),
+                    oldest_age_seconds=max(0.0, (now - when).total_seconds()) if when else None,
+                    details=(
+                        ("scheduled", reg["scheduled"]),
+                        ("deferred", reg["deferred"]),
+                        ("finished", reg["finished"]),
+                        ("canceled", reg["canceled"]),
+                    ),
+                )
+            )
+        return stats
+
+    def _read_workers(self, keys: list[bytes]) -> list[Worker]:
+        if not keys:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            hashes = pipe.execute(raise_on_error=False)
+        workers = []
+        for key, fields in zip(keys, hashes):
+            name = key.decode("utf-8", "replace").removeprefix("rq:worker:")
+            if isinstance(fields, Exception):
+                fields = {}
+            # A worker that died without cleaning up lingers in rq:workers after
+            # its hash expired; one that shut down cleanly left a "death" field.
+            alive = bool(fields) and b"death" not in fields
+            queues = tuple(q for q in (_text(fields.get(b"queues")) or "").split(",") if q)
+            workers.append(
+                Worker(
+                    backend=self.backend,
+                    system=self.system,
+                    name=name,
+                    hostname=_text(fields.get(b"hostname")),
+                    pid=_int(fields.get(b"pid")),
+                    queues=queues,
+                    state=(_text(fields.get(b"state")) or "unknown") if alive else "dead",
+                    alive=alive,
+                    last_heartbeat=parse_time(fields.get(b"last_heartbeat")),
+                    current_job=_text(fields.get(b"current_job")),
+                    started_at=parse_time(fields.get(b"birth")),
+                    # RQ writes a counter at its first increment: a live worker without one has done 0.
+                    successful_jobs=_int(fields.get(b"successful_job_count", b"0" if fields else None)),
+                    failed_jobs=_int(fields.get(b"failed_job_count", b"0" if fields else None)),
+                    version=_text(fields.get(b"version")),
+                )
+            )
+        return workers
+
+    def failed(self, queue: str, limit: int, cursor: str | None = None) -> Page[FailedJob]:
+        offset = _offset(cursor)
+        key = f"rq:failed:{queue}"
+        with redis_errors():
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.zcard(key)
+                pipe.zrevrange(key, offset, offset + limit - 1, withscores=True)
+                total, scored = pipe.execute()
+            ids = [i.decode("utf-8", "replace") for i, _ in scored]
+            rows = self._read_jobs(ids)
+        # The registry's score is when RQ will drop the job (-1: never).
+        jobs = [
+            replace(self._failed_row(job_id, fields, results), expires_at=_expiry(score))
+            for job_id, (fields, results), (_, score) in zip(ids, rows, scored)
+        ]
+        # RQ scores the registry in whole seconds; order ties by the failure time it also keeps.
+        jobs.sort(key=lambda j: j.failed_at or _EPOCH, reverse=True)
+        next_offset = offset + len(ids)
+        return Page(
+            items=tuple(jobs),
+            total=total,
+            next_cursor=str(next_offset) if next_offset < total else None,
+            prev_cursor=str(max(0, offset - limit)) if offset > 0 else None,
+            offset=offset,
+        )
+
+    def failed_ids(self, queue: str, limit: int, cursor: str | None = None) -> Page[str]:
+        """Ids only: one ZREVRANGE, the cursors of ``failed``."""
+        offset = _offset(cursor)
+        key = f"rq:failed:{queue}"
+        with redis_errors():
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.zcard(key)
+                pipe.zrevrange(key, offset, offset + limit - 1)
+                total, ids = pipe.execute()
+        next_offset = offset + len(ids)
+        return Page(
+            items=tuple(i.decode("utf-8", "replace") for i in ids),
+            total=total,
+            next_cursor=str(next_offset) if next_offset < total else None,
+            prev_cursor=str(max(0, offset - limit)) if offset > 0 else None,
+            offset=offset,
+        )
+
+    def _read_jobs(self, ids: list[str]) -> list[tuple[dict[bytes, bytes], Any]]:
+        """Job hash fields and the newest results, for every id in one round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(JOB_PREFIX + job_id, JOB_FIELDS)
+                pipe.xrevrange(RESULTS_PREFIX + job_id, count=3)
+            replies = pipe.execute(raise_on_error=False)
+        rows = []
+        for i in range(len(ids)):
+            values, results = replies[2 * i], replies[2 * i + 1]
+            fields = {} if isinstance(values, Exception) else {k: v for k, v in zip(JOB_FIELDS, values) if v is not None}
+            rows.append((fields, results))
+        return rows
+
+    def _failed_row(self, job_id: str, fields: dict[bytes, bytes], results: Any) -> FailedJob:
+        if not fields:
+            return FailedJob(job_id, None, "(job data has expired)", None, None, None, None)
+        decoded = payload.decode(fields.get(b"data"), max_bytes=LIST_DECODE_LIMIT)
+        function, args, kwargs = _call_parts(decoded)
+        if function is None:
+            function = _text(fields.get(b"description"))
+            preview = decoded.error or ""
+        else:
+            preview = args_preview(args, kwargs)
+        error_type, error_message = split_exception(_traceback(results, fields.get(b"exc_info")))
+        retries = _int(fields.get(b"number_of_retries"))
+        return FailedJob(
+            id=job_id,
+            function=function,
+            args_preview=preview,
+            error_type=error_type,
+            error_message=clip(error_message, MESSAGE_LIMIT),
+            failed_at=parse_time(fields.get(b"ended_at")),
+            attempts=(retries or 0) + 1,
+            started_at=parse_time(fields.get(b"started_at")),
+        )
+
+    def job(self, queue: str, job_id: str) -> JobDetail:
+        with redis_errors():
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(JOB_PREFIX + job_id)
+                pipe.xrevrange(RESULTS_PREFIX + job_id, count=10)
+                fields, results = pipe.execute(raise_on_error=False)
+        if isinstance(fields, Exception) or not fields:
+            raise NotFound(f"RQ job {job_id!r} does not exist (any more)")
+        origin = _text(fields.get(b"origin"))
+        if origin is not None and origin != queue:
+            raise NotFound(f"RQ job {job_id!r} belongs to queue {origin!r}, not {queue!r}")
+        row = self._failed_row(job_id, fields, results)
+        decoded = payload.decode(fields.get(b"data"))
+        _, args, kwargs = _call_parts(decoded)
+        shown = (b"timeout", b"result_ttl", b"failure_ttl", b"ttl", b"retries_left", b"created_at",
+                 b"description", b"group_id", b"dependency_ids", b"last_heartbeat")  # fmt: skip
+        details = tuple((k.decode(), clip(_text(fields[k]), 2_000) or "") for k in shown if fields.get(k))
+        return JobDetail.of(
+            row,
+            queue=queue,
+            args=args,
+            kwargs=kwargs,
+            traceback=clip(_traceback(results, fields.get(b"exc_info")), TRACEBACK_LIMIT),
+            payload_encoding=decoded.encoding,
+            payload_error=decoded.error,
+            status=_text(fields.get(b"status")),
+            enqueued_at=parse_time(fields.get(b"enqueued_at")),
+            worker=_text(fields.get(b"worker_name")),
+            details=details,
+        )
+
+    # -- moves -------------------------------------------------------------
+
+    def requeue(self, queue: str, ids: Selection) -> ActionResult:
+        keys = [f"rq:failed:{queue}", QUEUE_PREFIX + queue, QUEUES_KEY]
+        head = [JOB_PREFIX, format_time(datetime.now(timezone.utc)), QUEUE_PREFIX + queue]
+        return self._move(self._scripts["requeue"], keys, head, queue, ids)
+
+    def delete(self, queue: str, ids: Selection) -> ActionResult:
+        keys = [f"rq:failed:{queue}"]
+        return self._move(self._scripts["delete"], keys, [JOB_PREFIX, RESULTS_PREFIX], queue, ids)
+
+    def _move(self, script: Any, keys: list[Any], head: list[Any], queue: str, ids: Selection) -> ActionResult:
+        """Run a requeue/delete script over ids, or over the whole registry, in chunks."""
+        affected, missing = 0, []
+        with redis_errors():
+            if ids is ALL:
+                top = self.client.zrevrange(keys[0], 0, 0, withscores=True)
+                if not top:
+                    return ActionResult(0)
+                max_score = repr(top[0][1])
+                offset = 0  # jobs skipped because their hash is gone stay at the front
+                while True:
+                    done, gone, examined = script(keys=keys, args=[*head, "range", f"{max_score} {offset} {CHUNK}"])
+                    affected += done
+                    missing += gone
+                    offset += len(gone)
+                    if examined == 0:
+                        break
+            else:
+                for chunk in _chunks(_unique(ids), CHUNK):
+                    done, gone, _ = script(keys=keys, args=[*head, "ids", "", *chunk])
+                    affected += done
+                    missing += gone
+        return ActionResult(affected, tuple(m.decode("utf-8", "replace") if isinstance(m, bytes) else m for m in missing))
+
+    def purge(self, queue: str) -> ActionResult:
+        key = QUEUE_PREFIX + queue
+        purged = 0
+        with redis_errors():
+            remaining = self.client.llen(key)  # jobs enqueued during the purge are kept
+            while remaining > 0:
+                removed = self._scripts["purge"](keys=[key], args=[JOB_PREFIX, min(CHUNK, remaining)])
+                if removed == 0:
+                    break
+                purged += removed
+                remaining -= removed
+        return ActionResult(purged)
+
+
+def _expiry(score: float) -> datetime | None:
+    """The registry score as a time; None for "never" (-1, inf) and for scores no date can hold."""
+    if score < 0:
+        return None
+    try:
+        return datetime.fromtimestamp(score, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _sum(*values: int | None) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _offset(cursor: str | None) -> int:
+    if cursor in (None, ""):
+        return 0
+    try:
+        offset = int(cursor)
+    except ValueError:
+        raise NotFound(f"cursor {cursor!r} is not one this adapter gave out") from None
+    if offset < 0:
+        raise NotFound(f"cursor {cursor!r} is not one this adapter gave out")
+    return offset
+
+
+def _unique(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+

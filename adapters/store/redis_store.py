@@ -1,0 +1,206 @@
+"""The dashboard's own state store in Redis: what several replicas share.
+
+Implements ``StateStore`` (app/state.py) with redis-py, so that ``app/`` never
+imports redis. Every key sits under a prefix (``queuewatch:``) in the database
+the ``--state`` URL names:
+
+- ``queuewatch:settings`` — hash of settings (the session key, rollup marks);
+- ``queuewatch:lease:NAME`` — the holder's id, with a TTL (SET PX; renewed and
+  released by the Lua scripts next to this module, so only the holder can);
+- ``queuewatch:series`` and ``queuewatch:tiers`` — sets naming what exists;
+- ``queuewatch:audit`` — a stream of audit entries (field ``e``, JSON text),
+  capped at about ``AUDIT_KEEP`` entries; the entry id is the cursor;
+- ``queuewatch:h:TIER:SERIES`` — a stream per series and tier: entry id is the
+  point's time in ms (so a time is stored once, in order), field ``v`` the
+  encoded point. Streams keep ~100 entries per listpack node, which is what
+  makes a year of points cheap in memory. XTRIM MINID needs Redis 6.2.
+
+The alert keys (rules, states, history, claims) are in ``state_redis_alerts.py``;
+bulk operations (``ops``, ``ops:ids:ID``) in ``state_redis_ops.py``.
+
+No Flask here; redis-py errors become ``BackendUnavailable`` at one boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import re
+
+import redis
+
+from queuewatch.adapters.redis_errors import redis_errors
+from queuewatch.adapters.backends import redact_url
+from .redis_alerts import RedisAlertStore
+from .redis_operations import RedisOpStore
+
+AUDIT_KEEP = 100_000
+_STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+_SCRIPTS = {name: Path(__file__).with_name(f"{name}.lua").read_text() for name in ("lease", "release")}
+
+
+class RedisStateStore(RedisAlertStore, RedisOpStore):
+    """Settings, the sampler's lease and history in one Redis database."""
+
+    def __init__(self, *, url: str | None = None, client: redis.Redis | None = None, prefix: str = "queuewatch:",
+                 timeout: float = 3.0) -> None:  # fmt: skip
+        if client is None:
+            if url is None:
+                raise ValueError("RedisStateStore needs a url or a client")
+            client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30)
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        self.client = client
+        self.prefix = prefix
+        self.location = redact_url(url) if url else f"{client!r}"
+        self._what = f"Redis state store {self.location}"
+        self._scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def _stream(self, tier: str, series: str) -> str:
+        return self._key("h", tier, series)
+
+    # -- settings --------------------------------------------------------------
+
+    def get(self, key: str) -> str | None:
+        with redis_errors(self._what):
+            value = self.client.hget(self._key("settings"), key)
+        return None if value is None else value.decode()
+
+    def put(self, key: str, value: str) -> None:
+        with redis_errors(self._what):
+            self.client.hset(self._key("settings"), key, value)
+
+    def set_default(self, key: str, value: str) -> str:
+        with redis_errors(self._what), self.client.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(self._key("settings"), key, value)
+            pipe.hget(self._key("settings"), key)
+            _, stored = pipe.execute()
+        return stored.decode()
+
+    # -- lease -------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> tuple[str | None, float]:
+        with redis_errors(self._what):
+            current, left_ms = self._scripts["lease"](keys=[self._key("lease", name)], args=[holder, max(1, int(ttl * 1000))])
+        return current.decode(), max(0, int(left_ms)) / 1000
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with redis_errors(self._what):
+            self._scripts["release"](keys=[self._key("lease", name)], args=[holder])
+
+    def lease(self, name: str) -> tuple[str | None, float]:
+        with redis_errors(self._what), self.client.pipeline(transaction=True) as pipe:
+            pipe.get(self._key("lease", name))
+            pipe.pttl(self._key("lease", name))
+            holder, left_ms = pipe.execute()
+        if holder is None or left_ms < 0:
+            return None, 0.0
+        return holder.decode(), left_ms / 1000
+
+    # -- history -----------------------------------------------------------------
+
+    def add_points(self, tier: str, points: Iterable[tuple[str, int, bytes]]) -> int:
+        rows = sorted(points, key=lambda p: (p[0], p[1]))
+        if not rows:
+            return 0
+        with redis_errors(self._what), self.client.pipeline(transaction=False) as pipe:
+            pipe.sadd(self._key("tiers"), tier)
+            pipe.sadd(self._key("series"), *{series for series, _, _ in rows})
+            for series, t, payload in rows:
+                # An id at or below the stream's newest is refused: a time is written once.
+                pipe.xadd(self._stream(tier, series), {b"v": payload}, id=f"{t}-0")
+            replies = pipe.execute(raise_on_error=False)
+        for reply in replies[:2]:
+            if isinstance(reply, Exception):
+                with redis_errors(self._what):
+                    raise reply
+        return sum(1 for reply in replies[2:] if not isinstance(reply, Exception))
+
+    def points(self, tier: str, series: Sequence[str] | None, after: int, before: int) -> dict[str, list[tuple[int, bytes]]]:
+        if before - after <= 1:
+            return {}
+        with redis_errors(self._what):
+            keys = sorted(self._all_series()) if series is None else list(series)
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.xrange(self._stream(tier, key), min=str(max(0, after + 1)), max=str(before - 1))
+                replies = pipe.execute()
+        found = {}
+        for key, entries in zip(keys, replies):
+            if entries:
+                found[key] = [(int(entry_id.split(b"-", 1)[0]), fields[b"v"]) for entry_id, fields in entries]
+        return found
+
+    def prune(self, tier: str, before: int) -> int:
+        with redis_errors(self._what):
+            keys = sorted(self._all_series())
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.xtrim(self._stream(tier, key), minid=str(max(0, before)), approximate=False)
+                return sum(pipe.execute()) if keys else 0
+
+    def series(self) -> list[str]:
+        return sorted(key for key, count in self._counts().items() if count)
+
+    def forget_empty_series(self) -> int:
+        empty = [key for key, count in self._counts().items() if not count]
+        if empty:
+            with redis_errors(self._what):
+                streams = [self._stream(tier, key) for key in empty for tier in self._tiers()]
+                with self.client.pipeline(transaction=False) as pipe:
+                    if streams:
+                        pipe.delete(*streams)
+                    pipe.srem(self._key("series"), *empty)
+                    pipe.execute()
+        return len(empty)
+
+    def _all_series(self) -> set[str]:
+        return {member.decode() for member in self.client.smembers(self._key("series"))}
+
+    def _tiers(self) -> list[str]:
+        return sorted(member.decode() for member in self.client.smembers(self._key("tiers")))
+
+    def _counts(self) -> dict[str, int]:
+        """Points per series over every tier."""
+        with redis_errors(self._what):
+            keys, tiers = sorted(self._all_series()), self._tiers()
+            if not keys or not tiers:
+                return {key: 0 for key in keys}
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    for tier in tiers:
+                        pipe.xlen(self._stream(tier, key))
+                lengths = pipe.execute()
+        return {key: sum(lengths[i * len(tiers) : (i + 1) * len(tiers)]) for i, key in enumerate(keys)}
+
+    # -- audit -----------------------------------------------------------------
+
+    def add_audit(self, entry: str) -> str:
+        with redis_errors(self._what):
+            entry_id = self.client.xadd(self._key("audit"), {b"e": entry.encode()}, maxlen=AUDIT_KEEP, approximate=True)
+        return entry_id.decode()
+
+    def audit(self, limit: int, before: str | None = None) -> list[tuple[str, str]]:
+        if before is not None and not _STREAM_ID.match(before):
+            raise ValueError(f"not an audit cursor: {before!r}")
+        with redis_errors(self._what):
+            rows = self.client.xrevrange(self._key("audit"), max=f"({before}" if before else "+", min="-", count=limit)
+        return [(entry_id.decode(), fields[b"e"].decode()) for entry_id, fields in rows]
+
+    def memory_bytes(self) -> int:
+        """Memory the history keys take in Redis (MEMORY USAGE; for the docs and tests)."""
+        with redis_errors(self._what):
+            keys = [self._stream(tier, key) for key in self._all_series() for tier in self._tiers()]
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.memory_usage(key, samples=0)
+                return sum(v or 0 for v in pipe.execute())
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()

@@ -1,0 +1,218 @@
+"""Alerting at run time: rules, states, history and webhooks through the state
+store, evaluated on every snapshot of the sampler that holds the lease.
+
+The decisions are the pure functions of ``alerts.py``; this module reads the
+rules and the last states from the store on every tick (so a replica that
+takes the lease over continues where the last holder stopped), saves the new
+states, keeps the history of firing episodes, and notifies each transition
+that pages exactly once: its stable id is claimed in the store
+(insert-if-absent) before it is handed to the ``Notifier``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Flask
+
+from queuewatch import config
+
+from . import rules as alerts
+from .rules import FIRING, Alert, Rule, Transition
+from queuewatch.views.jinja import ago, isotime
+from queuewatch.snapshots.monitor import Snapshot
+from .webhooks import Notifier, Webhook, parse_webhook
+from queuewatch.snapshots.sampler import Sampler
+from queuewatch.adapters.store.sqlite_store import StateStore
+
+log = logging.getLogger(__name__)
+
+HISTORY_KEEP = 1000
+WEBHOOKS_SETTING = "alerts.webhooks"
+
+
+def when(ms: int | None) -> str | None:
+    return None if not ms else isotime(datetime.fromtimestamp(ms / 1000, timezone.utc))
+
+
+class Alerting:
+    def __init__(self, store: StateStore, holder: str = "", configured: list[Webhook] | None = None,
+                 notifier: Notifier | None = None) -> None:  # fmt: skip
+        self.store = store
+        self.holder = holder
+        self.configured = list(configured or [])
+        self.notifier = notifier or Notifier()
+        self.failures = alerts.FailureWindow()
+
+    # -- rules ------------------------------------------------------------------------
+
+    def rules(self) -> list[Rule]:
+        return [alerts.rule_from_json(text) for text in self.store.alert_rules().values()]
+
+    def rule(self, backend: str, system: str, queue: str) -> Rule | None:
+        """The rule stored for exactly this path (a pattern's own path included)."""
+        return next((r for r in self.rules() if (r.backend, r.system, r.queue) == (backend, system, queue)), None)
+
+    def rule_for(self, backend: str, system: str, queue: str) -> Rule | None:
+        """The rule that applies to a queue: its own, or the most specific default rule."""
+        return alerts.rule_for(self.rules(), backend, system, queue)
+
+    def put_rule(self, rule: Rule) -> Rule:
+        self.store.put_alert_rule(rule.key, json.dumps(rule.to_json()))
+        return rule
+
+    def delete_rule(self, backend: str, system: str, queue: str) -> bool:
+        return self.store.delete_alert_rule(json.dumps([backend, system, queue]))
+
+    # -- webhooks ------------------------------------------------------------------
+
+    def webhooks(self) -> list[Webhook]:
+        """The targets kept in the store (editable); ``configured`` ones come from --webhook."""
+        text = self.store.get(WEBHOOKS_SETTING)
+        return [parse_webhook(item) for item in json.loads(text)] if text else []
+
+    def put_webhooks(self, webhooks: list[Webhook]) -> None:
+        self.store.put(WEBHOOKS_SETTING, json.dumps([w.to_json() for w in webhooks]))
+
+    def targets(self) -> list[Webhook]:
+        seen: dict[tuple[str, str], Webhook] = {}
+        for webhook in self.configured + self.webhooks():
+            seen.setdefault((webhook.url, webhook.format), webhook)
+        return list(seen.values())
+
+    def send_test(self) -> list[tuple[Webhook, str | None]]:
+        """Post a test message to every target now, once; (target, error or None) each."""
+        message = {"id": f"test-{int(time.time() * 1000)}", "event": "test", "text": "queuewatch test notification: webhooks work.",
+                   "alert": None, "sent_at": when(int(time.time() * 1000))}  # fmt: skip
+        results: list[tuple[Webhook, str | None]] = []
+        for webhook in self.targets():
+            try:
+                self.notifier.post(webhook, message)
+                results.append((webhook, None))
+            except (OSError, ValueError) as exc:
+                results.append((webhook, str(exc)))
+        return results
+
+    # -- states and history ------------------------------------------------------------
+
+    def alerts(self) -> list[Alert]:
+        found = [alerts.alert_from_json(text) for text in self.store.alert_states().values()]
+        return sorted(found, key=lambda a: (-alerts.STATE_NUMBER[a.state], a.backend, a.system, a.queue, a.condition))
+
+    def firing(self) -> list[Alert]:
+        return [a for a in self.alerts() if a.state == FIRING]
+
+    def history(self, limit: int = HISTORY_KEEP) -> list[dict[str, Any]]:
+        return [json.loads(text) for text in self.store.alert_history(limit)]
+
+    # -- evaluation (the lease holder) -------------------------------------------------
+
+    def evaluate(self, snapshot: Snapshot, now: int | None = None) -> list[Transition]:
+        """One step of every alert; persist; claim and notify the transitions that page."""
+        now = int(snapshot.taken_at.timestamp() * 1000) if now is None else now
+        stored = self.store.alert_states()
+        before = {key: alerts.alert_from_json(text) for key, text in stored.items()}
+        up = {b.name: b.status == "up" for b in snapshot.backends}
+        readings = [alerts.Reading(q.backend, q.system, q.name, q.depth, q.oldest_age_seconds, q.workers, q.failed,
+                                   up.get(q.backend, True)) for q in snapshot.queues]  # fmt: skip
+        readings += [alerts.Reading(name, "", "", None, None, None, None, False) for name, ok in up.items() if not ok]
+        after, moves = alerts.evaluate(self.rules(), readings, before, now, self.failures)
+        changed = {key: json.dumps(a.to_json()) for key, a in after.items()}
+        changed = {key: text for key, text in changed.items() if stored.get(key) != text}
+        self.store.put_alert_states(changed, [key for key in before if key not in after])
+        for alert in after.values():
+            if alert.state == FIRING and alert.started is not None and before.get(alert.key, alert).peak != alert.peak:
+                self._record(alert, None)
+        for move in moves:
+            if move.kind == "firing":
+                self._record(move.alert, None)
+            elif move.kind == "resolved":
+                self._record(move.alert, move.at)
+            if move.notifies:
+                self._notify(move)
+        return moves
+
+    def _record(self, alert: Alert, ended: int | None) -> None:
+        started = alert.started or alert.since
+        entry = {"backend": alert.backend, "system": alert.system, "queue": alert.queue, "rule": alert.condition,
+                 "threshold": alert.threshold, "peak": alert.peak, "value": alert.value,
+                 "start": when(started), "end": when(ended), "state": "resolved" if ended else FIRING}  # fmt: skip
+        self.store.record_alert(f"{alert.key}@{started}", started, json.dumps(entry), HISTORY_KEEP)
+
+    def _notify(self, move: Transition) -> None:
+        targets = self.targets()
+        if not targets:
+            return
+        if not self.store.claim(move.id, self.holder):
+            log.info("transition %s was already notified by another process", move.id)
+            return
+        log.info("alert %s: %s", move.kind, alerts.describe(move))
+        self.notifier.send(targets, message(move))
+
+
+def message(move: Transition) -> dict[str, Any]:
+    """The generic JSON payload of a transition (Slack targets get its ``text``)."""
+    a = move.alert
+    return {
+        "id": move.id,
+        "event": move.kind,  # "firing" | "resolved"
+        "text": ("🔥 " if move.kind == "firing" else "✅ ") + "queuewatch " + alerts.describe(move),
+        "alert": alert_json(a),
+        "at": when(move.at),
+    }
+
+
+def alert_json(a: Alert) -> dict[str, Any]:
+    """An alert in API v1 (DESIGN.md), with the rule's condition, peak and start."""
+    return {"backend": a.backend, "system": a.system, "queue": a.queue, "rule": a.condition, "state": a.state,
+            "value": a.value, "threshold": a.threshold, "since": when(a.since), "peak": a.peak,
+            "started": when(a.started) if a.state == FIRING else None}  # fmt: skip
+
+
+def init_app(app: Flask, sampler: Sampler) -> Alerting:
+    """Keep the service in ``app.extensions`` and evaluate on the sampler's snapshots while it holds the lease."""
+    configured = [parse_webhook(spec) for spec in config.split_specs(app.config.get("WEBHOOK"))]
+    service = Alerting(app.extensions["queuewatch.state"], holder=sampler.holder, configured=configured)
+    app.extensions["queuewatch.alerts"] = service
+
+    def on_snapshot(snapshot: Snapshot) -> None:
+        if sampler.holding or sampler.store is None:
+            service.holder = sampler.holder
+            service.evaluate(snapshot)
+
+    sampler.on_snapshot(on_snapshot)
+    _template_helpers(app, service)
+    return service
+
+
+def _template_helpers(app: Flask, service: Alerting) -> None:
+    """What the banner, the queue page's rule form and the alerts page read."""
+
+    def firing_alerts() -> list[Alert]:
+        try:
+            return service.firing()
+        except Exception as exc:  # the state store is down: pages still render, without the banner
+            log.debug("no alert banner: %s", exc)
+            return []
+
+    def alerts_for_queue(backend: str, system: str, queue: str) -> list[Alert]:
+        return [a for a in service.alerts() if (a.backend, a.system, a.queue) == (backend, system, queue)]
+
+    def alert_label(a: Alert) -> str:
+        condition = alerts.CONDITIONS[a.condition]
+        value = "—" if a.value is None else f"{a.value:,.6g}"
+        return f"{condition.label} {value} {'>' if condition.above else '<'} {a.threshold:,.6g}"
+
+    def number_g(value: float | None) -> str:
+        return "—" if value is None else f"{value:,.6g}"
+
+    def ms_ago(ms: int | None) -> str:
+        return ago(datetime.fromtimestamp(ms / 1000, timezone.utc)) if ms else "—"
+
+    app.jinja_env.globals.update(firing_alerts=firing_alerts, alerts_for_queue=alerts_for_queue, alert_label=alert_label,
+                                 alert_rule=service.rule, alert_rule_for=service.rule_for)  # fmt: skip
+    app.jinja_env.filters.update(number_g=number_g, ms_ago=ms_ago)

@@ -1,0 +1,410 @@
+"""Bulk operations as background work: requeue or delete thousands of failed jobs
+with a progress bar, a cancel button, and nothing lost if the dashboard dies.
+
+An operation goes through these states, each written to the state store so
+that every viewer (and every replica) sees the same thing:
+
+    counting ─▶ ready ─(confirm N)─▶ running ─▶ done
+        │         │                     │
+        └─────────┴──── cancelled ◀─────┘           (any of them) ─▶ failed
+
+- **counting**: the failed lists are walked, read-only, and the ids of the
+  jobs the selection covers (all, or a filter such as one fingerprint) are
+  stored in numbered chunks. The result is the exact count the operator is
+  asked to confirm, and the snapshot the operation acts on: a job that fails
+  again after being requeued is not requeued again by the same operation.
+- **ready**: waits for the operator to confirm that count (or to discard it).
+- **running**: one chunk at a time through the adapter's own atomic requeue or
+  delete (a Lua script per chunk on Redis; confirm-then-ack on RabbitMQ). The
+  record says how many chunks are done; a chunk is only counted done after
+  the adapter returned.
+
+Who runs it: every dashboard process has a ``Runner`` thread; an operation
+that is counting or running is worked on by whoever holds its lease in the
+store (renewed after every chunk). If that process dies, the lease expires
+and another process, or the same one restarted, takes over from the first
+chunk not recorded as done. Re-running a chunk is safe: a job no longer in
+its failed list is reported "not found" by the adapter and skipped, never
+moved twice. Counting, being a read, restarts from the beginning.
+
+Cancelling sets a flag the runner reads before every chunk: the chunk in
+flight finishes, the rest stay failed. Every job is then either requeued
+(deleted) or still in its failed list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from queuewatch.adapters.errors import AdapterError
+
+from queuewatch.security import audit
+from queuewatch.snapshots.monitor import Monitor
+from queuewatch.adapters.store.sqlite_store import StateStore
+from .triage import Filter
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("requeue", "delete")
+ACTIVE = ("counting", "ready", "running")
+CHUNK = 1_000  # ids per chunk (--bulk-chunk): one adapter call, one progress step
+LEASE_TTL = 15.0  # seconds a runner may go silent before another takes over
+IDLE_WAIT = 1.0  # seconds between looks for work when there is none
+RETRY_WAIT = 5.0  # seconds before trying again after a backend error
+SAME_REQUEST = 60.0  # a second identical request this soon after the first gets the first (double clicks)
+
+Target = tuple[str, str, str]  # (backend, system, queue)
+
+
+@dataclass(frozen=True)
+class Operation:
+    id: str
+    action: str
+    targets: tuple[Target, ...]
+    filter: dict[str, str]  # Filter.args(); empty: every failed job of the targets
+    user: str
+    created: float
+    updated: float
+    state: str = "counting"
+    examined: int = 0  # failed jobs read while counting
+    listed: int | None = None  # failed jobs the targets held when counting started
+    total: int = 0  # the exact count: ids stored to act on
+    chunks: int = 0
+    done_chunks: int = 0
+    processed: int = 0  # ids handled so far
+    affected: int = 0  # requeued or deleted
+    skipped: int = 0  # no longer in the failed list (or not requeueable), left alone
+    error: str | None = None  # the last error; the runner retries
+    confirmed_by: str | None = None
+    ended_by: str | None = None  # who cancelled or discarded it
+    runner: str | None = None  # the process working on it
+    resumed: int = 0  # how many times another runner took over mid-way
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    @property
+    def percent(self) -> float:
+        if self.state == "counting":
+            return 100.0 * self.examined / self.listed if self.listed else 0.0
+        if self.state in ("ready",):
+            return 0.0
+        return 100.0 * self.processed / self.total if self.total else 100.0
+
+    @property
+    def selection(self) -> str:
+        """How a person would name what the operation acts on."""
+        flt = Filter.from_args(self.filter)
+        where = "/".join(self.targets[0]) if len(self.targets) == 1 else f"{len(self.targets)} queues"
+        if not flt.active:
+            return f"all failed jobs of {where}"
+        parts = [f"{k}={v!r}" for k, v in flt.args().items()]
+        return f"failed jobs of {where} where {', '.join(parts)}"
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["targets"] = [{"backend": b, "system": s, "queue": q} for b, s, q in self.targets]
+        out["percent"] = round(self.percent, 1)
+        out["selection"] = self.selection
+        for name in ("created", "updated"):
+            out[name] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(out[name]))
+        return out
+
+    @classmethod
+    def loads(cls, text: str) -> Operation:
+        data = json.loads(text)
+        data["targets"] = tuple(tuple(t) for t in data["targets"])
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+class OperationError(ValueError):
+    """A request about an operation that cannot be met; the message says why."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Operations:
+    """Create, read, confirm and cancel operations; the ``Runner`` does the work."""
+
+    def __init__(self, store: StateStore, monitor: Monitor, chunk: int = CHUNK) -> None:
+        if chunk < 1:
+            raise ValueError("--bulk-chunk must be at least 1")
+        self.store = store
+        self.monitor = monitor
+        self.chunk = chunk  # ids per adapter call
+        self.wake = threading.Event()  # a local runner starts at once on a new or confirmed operation
+
+    def _save(self, op: Operation) -> Operation:
+        op = replace(op, updated=time.time())
+        self.store.put_op(op.id, op.created, op.dumps())
+        return op
+
+    def get(self, op_id: str) -> Operation:
+        text = self.store.op(op_id) if op_id.isalnum() else None
+        if text is None:
+            raise OperationError(f"no operation {op_id!r}: it may have been forgotten (the newest 200 are kept)", 404)
+        return Operation.loads(text)
+
+    def recent(self, limit: int = 50) -> list[Operation]:
+        return [Operation.loads(text) for text in self.store.ops(limit)]
+
+    def touching(self, backend: str, system: str, queue: str, limit: int = 50) -> list[Operation]:
+        """Recent operations on one queue, for its page."""
+        return [op for op in self.recent(limit) if (backend, system, queue) in op.targets]
+
+    def create(self, action: str, targets: Sequence[Target], flt: Filter, user: str) -> Operation:
+        """Start counting. An identical request still counting or waiting gets that operation back."""
+        if action not in ACTIONS:
+            raise OperationError(f"unknown action {action!r}: requeue or delete", 400)
+        if not targets:
+            raise OperationError("no queue with failed jobs to act on", 400)
+        for backend, system, _ in targets:
+            self.monitor.adapter(backend, system)  # NotFound for a backend or system that is not there
+        targets = tuple(tuple(t) for t in targets)  # type: ignore[misc]
+        for op in self.recent(20):
+            if (op.action, op.targets, op.filter) == (action, targets, flt.args()) and op.state in ("counting", "ready") \
+                    and time.time() - op.created < SAME_REQUEST:  # fmt: skip
+                return op
+        now = time.time()
+        op = Operation(secrets.token_hex(8), action, targets, flt.args(), user, now, now)  # type: ignore[arg-type]
+        op = self._save(op)
+        audit.record(f"{action} (bulk): count", **_where(op), result=f"operation {op.id}: {op.selection}",
+                     user=user, role=None, store=self.store)  # fmt: skip
+        self.wake.set()
+        return op
+
+    def confirm(self, op_id: str, expected: int, user: str) -> Operation:
+        """Run an operation whose count the operator saw. Confirming twice is harmless."""
+        op = self.get(op_id)
+        if op.state in ("running", "done"):
+            return op  # a second click of the same button
+        if op.state != "ready":
+            raise OperationError(f"operation {op.id} is {op.state}: only a counted operation can be confirmed")
+        if expected != op.total:
+            raise OperationError(f"operation {op.id} counted {op.total:,} jobs, not {expected:,}: confirm the count shown")
+        op = self._save(replace(op, state="running", confirmed_by=user))
+        audit.record(f"{op.action} (bulk): start", **_where(op), affected=None, user=user, role=None, store=self.store,
+                     result=f"operation {op.id}: {op.total:,} jobs confirmed")  # fmt: skip
+        self.wake.set()
+        return op
+
+    def cancel(self, op_id: str, user: str) -> Operation:
+        """Stop an operation: before its next chunk if it runs, at once if it waits."""
+        op = self.get(op_id)
+        if not op.active:
+            return op
+        if op.state == "ready":  # nobody works on it: end it here
+            op = self._save(replace(op, state="cancelled", ended_by=user))
+            self.store.drop_op_ids(op.id)
+            audit.record(f"{op.action} (bulk): discard", **_where(op), user=user, role=None, store=self.store,
+                         result=f"operation {op.id}: not confirmed")  # fmt: skip
+            return op
+        self.store.put(_cancel_key(op.id), user)  # the runner ends it and records who
+        return op
+
+    def cancelled_by(self, op_id: str) -> str | None:
+        return self.store.get(_cancel_key(op_id))
+
+
+def _cancel_key(op_id: str) -> str:
+    return f"op-cancel:{op_id}"
+
+
+def _where(op: Operation) -> dict[str, Any]:
+    if len(op.targets) == 1:
+        backend, system, queue = op.targets[0]
+        return {"backend": backend, "system": system, "queue": queue, "ids": "all" if not op.filter else None}
+    return {"ids": "all" if not op.filter else None}
+
+
+@dataclass
+class _Counter:
+    """Ids collected while counting, flushed to the store a chunk at a time."""
+
+    ops: Operations
+    op_id: str
+    buffer: list[str] = field(default_factory=list)
+    chunks: int = 0
+    total: int = 0
+
+    def add(self, target: int, ids: Sequence[str]) -> None:
+        for job_id in ids:
+            self.buffer.append(job_id)
+            if len(self.buffer) >= self.ops.chunk:
+                self.flush(target)
+
+    def flush(self, target: int) -> None:
+        if self.buffer:
+            self.ops.store.put_op_ids(self.op_id, self.chunks, f"{target}\n" + "\n".join(self.buffer))
+            self.chunks += 1
+            self.total += len(self.buffer)
+            self.buffer = []
+
+
+class LostLease(Exception):
+    """Another runner took the operation over (this one was too slow to renew)."""
+
+
+class Runner:
+    """The thread that works on counting and running operations, one at a time, in every process."""
+
+    def __init__(self, ops: Operations) -> None:
+        self.ops = ops
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._backoff: dict[str, float] = {}  # operation id → when to try again after an error
+        self.on_chunk: Callable[[Operation], None] | None = None  # tests pause here to kill or cancel mid-way
+
+    def start(self) -> None:
+        if self._thread is None:
+            self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"  # after a fork
+            self._thread = threading.Thread(target=self._run, name="qw-bulk", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.ops.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            worked = False
+            try:
+                worked = self.step()
+            except Exception:
+                log.exception("bulk operation runner failed")
+            if not worked:
+                self.ops.wake.wait(IDLE_WAIT)
+                self.ops.wake.clear()
+
+    def step(self) -> bool:
+        """Work on one operation that needs it, if its lease is free. True if there was one."""
+        for op in self.ops.recent(50):
+            if op.state not in ("counting", "running") or self._backoff.get(op.id, 0) > time.time():
+                continue
+            holder, _ = self.ops.store.acquire_lease(f"op:{op.id}", self.holder, LEASE_TTL)
+            if holder != self.holder:
+                continue
+            try:
+                op = self.ops.get(op.id)  # as it is now that we hold it
+                if op.runner not in (None, self.holder) and op.state == "running":
+                    op = replace(op, resumed=op.resumed + 1)
+                op = replace(op, runner=self.holder)
+                if op.state == "counting":
+                    self._count(op)
+                elif op.state == "running":
+                    self._execute(op)
+            except LostLease:
+                log.warning("operation %s was taken over by another runner", op.id)
+            except AdapterError as exc:
+                log.warning("operation %s: %s; trying again in %.0f s", op.id, exc, RETRY_WAIT)
+                self._backoff[op.id] = time.time() + RETRY_WAIT
+                current = self.ops.get(op.id)
+                if current.active:
+                    self.ops._save(replace(current, error=f"{type(exc).__name__}: {exc}"[:500]))
+            finally:
+                self.ops.store.release_lease(f"op:{op.id}", self.holder)
+            return True
+        return False
+
+    def _renew(self, op: Operation) -> None:
+        holder, _ = self.ops.store.acquire_lease(f"op:{op.id}", self.holder, LEASE_TTL)
+        if holder != self.holder:
+            raise LostLease(op.id)
+
+    def _cancelled(self, op: Operation) -> bool:
+        who = self.ops.cancelled_by(op.id)
+        if who is None:
+            return False
+        self.ops._save(replace(op, state="cancelled", ended_by=who, error=None))
+        self.ops.store.drop_op_ids(op.id)
+        audit.record(f"{op.action} (bulk): cancel", **_where(op), affected=op.affected, user=who, role=None,
+                     store=self.ops.store, result=f"operation {op.id}: cancelled after {op.processed:,} of "
+                     f"{op.total:,}; {op.affected:,} {op.action}d, the rest left failed")  # fmt: skip
+        self.ops.monitor.changed()
+        return True
+
+    def _count(self, op: Operation) -> None:
+        """Walk every target's failed list and store the ids the selection covers."""
+        flt = Filter.from_args(op.filter)
+        counter = _Counter(self.ops, op.id)
+        op = replace(op, examined=0, listed=None, total=0, chunks=0, error=None)
+        listed: int | None = 0
+        last_save = 0.0
+        for n, (backend, system, queue) in enumerate(op.targets):
+            adapter = self.ops.monitor.adapter(backend, system)
+            cursor: str | None = None
+            previous: set[str] = set()  # ids of the last page: a list that grew at its head repeats a few
+            first = True
+            while True:
+                if flt.active:
+                    page = adapter.failed(queue, adapter.walk_page, cursor)
+                    ids = [job.id for job in page.items if flt.matches(job)]
+                    seen = [job.id for job in page.items]
+                else:
+                    id_page = adapter.failed_ids(queue, max(self.ops.chunk, adapter.walk_page), cursor)
+                    page, ids = id_page, list(id_page.items)  # type: ignore[assignment]
+                    seen = ids
+                if first:
+                    listed = None if listed is None or page.total is None else listed + page.total
+                    first = False
+                counter.add(n, [i for i in ids if i not in previous])
+                previous = set(seen)
+                op = replace(op, examined=op.examined + len(seen), listed=listed, total=counter.total + len(counter.buffer))
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+                if time.monotonic() - last_save > 0.5:
+                    if self._cancelled(op):
+                        return
+                    self._renew(op)
+                    op = self.ops._save(op)
+                    last_save = time.monotonic()
+            counter.flush(n)
+        if self._cancelled(op):
+            return
+        self._renew(op)
+        self.ops._save(replace(op, state="ready", total=counter.total, chunks=counter.chunks))
+
+    def _execute(self, op: Operation) -> None:
+        """Act on the stored ids, chunk after chunk, from the first not recorded as done."""
+        op = self.ops._save(replace(op, error=None))
+        while op.done_chunks < op.chunks:
+            if self._cancelled(op):
+                return
+            self._renew(op)
+            text = self.ops.store.op_ids(op.id, op.done_chunks) or ""
+            head, _, body = text.partition("\n")
+            ids = [i for i in body.split("\n") if i]
+            if ids:
+                backend, system, queue = op.targets[int(head)]
+                adapter = self.ops.monitor.adapter(backend, system)
+                result = getattr(adapter, op.action)(queue, ids)
+                op = replace(op, affected=op.affected + result.affected, skipped=op.skipped + len(result.not_found))
+            op = self.ops._save(replace(op, done_chunks=op.done_chunks + 1, processed=op.processed + len(ids)))
+            if self.on_chunk is not None:
+                self.on_chunk(op)
+        op = self.ops._save(replace(op, state="done"))
+        self.ops.store.drop_op_ids(op.id)
+        self.ops.monitor.changed()
+        audit.record(f"{op.action} (bulk): done", **_where(op), affected=op.affected, user=op.confirmed_by or op.user,
+                     role=None, store=self.ops.store, result=f"operation {op.id}: {op.affected:,} {op.action}d, "
+                     f"{op.skipped:,} no longer there or not possible")  # fmt: skip
