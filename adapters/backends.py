@@ -22,9 +22,9 @@ import pika
 import pika.exceptions
 import redis
 
-from .redis_errors import redis_errors
-from .base import Adapter
+from .base import Adapter, Option
 from .errors import BackendUnavailable, NotFound
+from .redis_errors import redis_errors
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,10 @@ class Backend:
     """One Redis database or RabbitMQ vhost and the adapters that read it."""
 
     kind: ClassVar[str]
+    label: ClassVar[str]
     adapter_classes: ClassVar[tuple[type[Adapter], ...]] = ()
+    # Settings the constructor takes from the configuration (as adapters' ``options``).
+    options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, *, name: str, url: str) -> None:
         self.name = name
@@ -160,6 +163,7 @@ class KeySurvey:
 
 class RedisBackend(Backend):
     kind = "redis"
+    label = "Redis"
     adapter_classes = _load("redis")
 
     def __init__(self, *, name: str, url: str, client: redis.Redis | None = None, timeout: float = 3.0,
@@ -213,14 +217,19 @@ class RabbitBackend(Backend):
     """
 
     kind = "rabbitmq"
+    label = "RabbitMQ"
     adapter_classes = _load("rabbitmq")
+    options = (Option("RABBITMQ_MANAGEMENT", "management_url", schemes=("http", "https")),
+               Option("RABBITMQ_QUEUES", "queues", many=True), Option("RABBITMQ_DLQS", "dead_letter_queues", many=True))
 
     def __init__(self, *, name: str, url: str, timeout: float = 3.0, management_url: str | None = None,
-                 queues: Iterable[str] = (), dead_letter_queues: Iterable[str] = ()) -> None:  # fmt: skip
+                 queues: Iterable[str] = (), dead_letter_queues: Iterable[str] = (),
+                 system_options: dict[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
         # Imported here so that this module's imports stay those of every backend.
-        from queuewatch.adapters.rabbitmq.amqp import ManagementAPI, QueueDirectory
+        from queuewatch.adapters.rabbitmq.management import ManagementAPI, QueueDirectory
 
         super().__init__(name=name, url=url)
+        self.system_options = system_options or {}
         self.timeout = timeout
         self.management = ManagementAPI.for_amqp_url(url, management_url, timeout=min(timeout, 2.0))
         self.directory = QueueDirectory(self.management, queues=queues, dead_letter_queues=dead_letter_queues)
@@ -269,7 +278,7 @@ class RabbitBackend(Backend):
         )
 
     def _make(self, cls: type[Adapter]) -> Adapter:
-        return cls(backend=self.name, rabbit=self)  # type: ignore[call-arg]
+        return cls(backend=self.name, rabbit=self, **self.system_options.get(cls.system, {}))  # type: ignore[call-arg]
 
     def probe(self) -> list[Adapter]:
         with self.connection():
@@ -280,12 +289,13 @@ class RabbitBackend(Backend):
         return [self.adapter(cls.system) for cls in found]
 
 
+BACKENDS: dict[str, type[Backend]] = {"redis": RedisBackend, "rabbitmq": RabbitBackend}
+
+
 def connect(kind: str, *, name: str, url: str, **options: Any) -> Backend:
-    """A backend of ``kind`` ("redis" or "rabbitmq") with its options (RedisBackend's
-    ``system_options``; RabbitBackend's ``management_url``, ``queues``,
-    ``dead_letter_queues``). Connects lazily: never raises for a down server."""
-    if kind == "redis":
-        return RedisBackend(name=name, url=url, **options)
-    if kind == "rabbitmq":
-        return RabbitBackend(name=name, url=url, **options)
-    raise ValueError(f"unknown backend kind {kind!r}")
+    """A backend of ``kind`` ("redis" or "rabbitmq") with its options (its own
+    ``options``, and ``system_options``: each adapter's, by system). Connects
+    lazily: never raises for a down server."""
+    if kind not in BACKENDS:
+        raise ValueError(f"unknown backend kind {kind!r}")
+    return BACKENDS[kind](name=name, url=url, **options)

@@ -11,7 +11,7 @@ at-least-once, never lossy. Counts cost O(1) per queue; lists cost O(page).
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar, Union
@@ -37,6 +37,30 @@ class _All:
 
 ALL = _All()
 Selection = Union[Sequence[str], _All]
+
+
+def unique(ids: Iterable[str]) -> list[str]:
+    """The ids of a selection once each, in their order (a double click sends one twice)."""
+    return list(dict.fromkeys(ids))
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in slices of ``size``: one atomic call each."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting an adapter or a backend takes from the configuration: the flag
+    ``--setting-name`` / variable ``QUEUEWATCH_SETTING``, each value
+    ``[BACKEND=]VALUE`` (no name: every backend that takes it), handed to the
+    constructor as ``keyword`` (a list when ``many``)."""
+
+    setting: str  # "DRAMATIQ_NAMESPACE"
+    keyword: str  # "namespace"
+    many: bool = False
+    schemes: tuple[str, ...] = ()  # a URL: the schemes it may have
 
 
 @dataclass(frozen=True)
@@ -171,6 +195,8 @@ class Adapter(abc.ABC):
     # Rows per ``failed`` call when the whole failed list is walked (triage,
     # bulk counting): large where every page re-reads a window anyway.
     walk_page: ClassVar[int] = 500
+    # Settings the constructor takes from the configuration (app/config.py reads them from here).
+    options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, *, backend: str) -> None:
         self.backend = backend
@@ -234,17 +260,17 @@ class Adapter(abc.ABC):
     def close(self) -> None:
         """Stop listeners and release resources. Default: nothing."""
 
-    def dump_state(self) -> dict[str, Any] | None:
+    def dump_memory(self) -> dict[str, Any] | None:
         """What this adapter learned that the backend cannot tell again after a
         restart (JSON-safe), or None. The app saves it in its state store."""
         return None
 
-    def load_state(self, data: dict[str, Any]) -> None:
-        """Restore what ``dump_state`` returned (at start-up). Default: nothing."""
+    def load_memory(self, data: dict[str, Any]) -> None:
+        """Restore what ``dump_memory`` returned (at start-up). Default: nothing."""
 
     @property
-    def state_version(self) -> object | None:
-        """Changes whenever ``dump_state`` would answer differently; None: compare the dumps."""
+    def memory_version(self) -> object | None:
+        """Changes whenever ``dump_memory`` would answer differently; None: compare the dumps."""
         return None
 
     def queue(self, name: str) -> QueueStats:

@@ -21,7 +21,7 @@ import pytest
 import redis
 from arq.connections import RedisSettings, create_pool
 from arq.jobs import DeserializationError, Job, deserialize_job_raw
-from conftest import TESTS, redis_digest
+from conftest import TESTS, redis_digest, wait_for
 from contract import AdapterContract, JobFactory, MaintainedAdapterContract
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -64,14 +64,6 @@ def arq_worker(url: str, queue: str, health_interval: float = 1) -> Iterator[sub
     finally:
         proc.terminate()
         proc.wait(20)
-
-
-def wait_for(condition, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return value
 
 
 class ArqClient:
@@ -403,7 +395,7 @@ def test_the_scan_is_budgeted_says_when_partial_and_rests_between_passes(r, adap
 
 
 def test_the_index_keeps_the_newest_per_queue_and_estimates_the_rest(r, adapter, monkeypatch) -> None:
-    monkeypatch.setattr(arq_index, "MAX_PER_QUEUE", 5)
+    monkeypatch.setattr(adapter.index, "max_per_queue", 5)
     for i in range(12):
         put_result(r, f"job-{i:02}", "many", finished_ms=1_700_000_000_000 + i)
     adapter.settle()

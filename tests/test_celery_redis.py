@@ -297,11 +297,11 @@ def test_state_survives_a_restart_and_corrects_itself(r, results) -> None:
     ids = fail("kept", results, n=2)
     wait_for(lambda: len(first.workers()) == 1, 5, what="the worker seen")
     assert first.settle()
-    state = json.loads(json.dumps(first.dump_state()))
+    state = json.loads(json.dumps(first.dump_memory()))
     first.close()
     second = CeleryRedisAdapter(backend="redis", client=r, results_client=results)
     try:
-        second.load_state(state)
+        second.load_memory(state)
         [worker] = second.workers()
         assert worker.name == "runner@qw-test" and worker.pid
         assert sorted(j.id for j in second.failed("kept", 10).items) == sorted(ids)  # before any scan
@@ -395,7 +395,7 @@ def test_the_index_is_built_in_budgeted_steps_and_page_views_never_scan(r, resul
 
 
 def test_memory_is_bounded_and_counts_beyond_the_cap_are_estimated(r, results, adapter, monkeypatch) -> None:
-    monkeypatch.setattr("queuewatch.adapters.celery.index.MAX_PER_QUEUE", 10)
+    monkeypatch.setattr(adapter.index, "max_per_queue", 10)
     with results.pipeline() as pipe:
         for n in range(30):
             pipe.set(f"celery-task-meta-c{n:02d}", failure_record(f"c{n:02d}", "capped", n), ex=3600)

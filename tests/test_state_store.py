@@ -18,12 +18,12 @@ from conftest import REDIS_HOST, REDIS_PORT, require_service
 
 from queuewatch.snapshots import history
 
-from queuewatch.adapters.store import sqlite_store as state
+from queuewatch.adapters import store as state
 from queuewatch.adapters.base import QueueStats, Worker
 from queuewatch.adapters.store.redis_store import RedisStateStore
 from queuewatch.snapshots.monitor import BackendStatus, Snapshot
 from queuewatch.snapshots.recorder import Recorder
-from queuewatch.adapters.store.sqlite_store import SQLiteStateStore, StateStore, open_store
+from queuewatch.adapters.store import SQLiteStateStore, StateStore, open_store
 
 STATE_DB = 8
 STATE_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{STATE_DB}"
@@ -56,24 +56,24 @@ class StateStoreContract:
         assert state.secret_key(store) == state.secret_key(store)
 
     def test_operations_are_kept_newest_first_with_their_ids_and_the_oldest_go(self, store: StateStore) -> None:
-        from queuewatch.adapters.store.sqlite_operations import OPS_KEEP
+        from queuewatch.adapters.store import OPERATIONS_KEEP as OPS_KEEP
 
-        assert store.op("nope") is None and store.ops(5) == []
-        store.put_op("a", 1.0, '{"v": 1}')
-        store.put_op("b", 2.0, '{"v": 2}')
-        store.put_op("a", 1.0, '{"v": 3}')  # replaced in place: creation time unchanged
-        assert store.ops(5) == ['{"v": 2}', '{"v": 3}'] and store.op("a") == '{"v": 3}'
-        store.put_op_ids("a", 0, "0\nx\ny")
-        store.put_op_ids("a", 1, "0\nz")
-        store.put_op_ids("a", 1, "0\nw")
-        assert (store.op_ids("a", 0), store.op_ids("a", 1), store.op_ids("a", 2)) == ("0\nx\ny", "0\nw", None)
-        store.drop_op_ids("a")
-        assert store.op_ids("a", 0) is None and store.op("a") == '{"v": 3}'
-        store.put_op_ids("b", 0, "0\nkept")
+        assert store.operation("nope") is None and store.operations(5) == []
+        store.put_operation("a", 1.0, '{"v": 1}')
+        store.put_operation("b", 2.0, '{"v": 2}')
+        store.put_operation("a", 1.0, '{"v": 3}')  # replaced in place: creation time unchanged
+        assert store.operations(5) == ['{"v": 2}', '{"v": 3}'] and store.operation("a") == '{"v": 3}'
+        store.put_operation_ids("a", 0, "0\nx\ny")
+        store.put_operation_ids("a", 1, "0\nz")
+        store.put_operation_ids("a", 1, "0\nw")
+        assert (store.operation_ids("a", 0), store.operation_ids("a", 1), store.operation_ids("a", 2)) == ("0\nx\ny", "0\nw", None)
+        store.drop_operation_ids("a")
+        assert store.operation_ids("a", 0) is None and store.operation("a") == '{"v": 3}'
+        store.put_operation_ids("b", 0, "0\nkept")
         for n in range(OPS_KEEP):
-            store.put_op(f"new{n}", 10.0 + n, "{}")
-        assert store.op("a") is None and store.op("b") is None and store.op_ids("b", 0) is None  # the oldest went, ids too
-        assert len(store.ops(OPS_KEEP + 10)) == OPS_KEEP
+            store.put_operation(f"new{n}", 10.0 + n, "{}")
+        assert store.operation("a") is None and store.operation("b") is None and store.operation_ids("b", 0) is None  # the oldest went, ids too
+        assert len(store.operations(OPS_KEEP + 10)) == OPS_KEEP
 
     def test_one_holder_at_a_time_and_the_lease_expires(self, store: StateStore) -> None:
         holder, left = store.acquire_lease("sampler", "a", ttl=0.4)

@@ -4,9 +4,9 @@ Keys: a queue is a zset (``arq:queue`` by default, any name) of job ids scored
 by run-at time in ms; ``arq:job:ID`` the job record ``{t,f,a,k,et}``;
 ``arq:in-progress:ID`` while a worker runs it; ``arq:retry:ID`` its try counter;
 ``arq:result:ID`` the result record, kept ``keep_result`` seconds;
-``<queue>:health-check`` a worker's report (see ``arq_records.HealthReport``).
+``<queue>:health-check`` a worker's report (see ``records.HealthReport``).
 
-Counts, for every queue in one round trip (``arq_counts.lua``, read-only):
+Counts, for every queue in one round trip (``counts.lua``, read-only):
 ready = ZCOUNT up to now, deferred = the rest. A running job stays in its zset,
 and arq keeps no per-queue set of running jobs, so the script checks the
 in-progress keys of the 1,000 lowest-scored ready jobs: workers take ready jobs
@@ -17,13 +17,13 @@ the count covers only those. The health report's ``j_ongoing`` is not used as
 the count: it can be an interval (an hour by default) old and is only the
 latest worker's.
 
-Failed jobs exist only as results; ``arq_index.FailedIndex`` finds them in the
+Failed jobs exist only as results; ``index.ArqFailures`` finds them in the
 background (``maintain``). Requeue rebuilds the job record from the result's
-own bytes (``arq_jobs``) and, per chunk, in one WATCH/MULTI transaction deletes
+own bytes (``jobs``) and, per chunk, in one WATCH/MULTI transaction deletes
 the result, retry and in-progress keys, writes the job with try 1 (the worker
 INCRs the deleted retry key to 1, so ``max_tries`` starts over) and ZADDs it
 to its queue to run now. Delete is the same transaction deleting the results.
-Purge (``arq_purge.lua``) removes ready jobs in chunks, never running ones.
+Purge (``purge.lua``) removes ready jobs in chunks, never running ones.
 
 Workers: arq records no per-worker identity; all workers of a queue rewrite one
 ``<queue>:health-check`` report, so ``workers()`` shows one worker per queue,
@@ -33,23 +33,22 @@ Queues: the default one, those given as ``queues=``, and those the scan finds.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
 
-from queuewatch.adapters.redis_errors import redis_errors
-from .index import (
-    DEFAULT_QUEUE, HEALTH_SUFFIX, JOB_KEY_PREFIXES, RESULT_PREFIX, FailedEntry, FailedIndex, expiry, same_expiry,
-)  # fmt: skip
-from .jobs import job_record
-from .records import HealthReport, job_detail, ms_time, parse_health, read_record, report_details, report_notes
-from queuewatch.adapters.base import ALL, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
+from queuewatch.adapters.base import (ALL, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker, chunks,
+                                      unique)  # fmt: skip
 from queuewatch.adapters.errors import BackendUnavailable, NotFound, Unsupported
+from queuewatch.adapters.failure_index import expiry, failed_page, same_expiry
+from queuewatch.adapters.redis_errors import redis_errors
+
+from .index import DEFAULT_QUEUE, HEALTH_SUFFIX, JOB_KEY_PREFIXES, RESULT_PREFIX, ArqFailure, ArqFailures
+from .jobs import job_record
+from .records import HealthReport, job_detail, parse_health, read_record, report_details, report_notes
 
 JOB_PREFIX = "arq:job:"
 IN_PROGRESS_PREFIX = "arq:in-progress:"
@@ -74,7 +73,7 @@ class ArqAdapter(Adapter):
         super().__init__(backend=backend)
         self.client = client
         self.configured = tuple(queues)
-        self.index = FailedIndex(client)
+        self.index = ArqFailures(client)
         self._scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
         self._reports: dict[str, tuple[HealthReport, float]] = {}  # last report per queue, and when seen
         self._reports_lock = threading.Lock()
@@ -217,34 +216,10 @@ class ArqAdapter(Adapter):
         return workers
 
     def failed(self, queue: str, limit: int, cursor: str | None = None) -> Page[FailedJob]:
-        after = _position(cursor)
-        rows: list[FailedEntry] = []
-        start = None
         with redis_errors():
-            for _ in range(3):  # rows found gone are replaced from further down, a few times
-                window, offset, _ = self.index.window(queue, after, limit - len(rows))
-                start = offset if start is None else start
-                if not window:
-                    break
-                rows += self._recheck(queue, window)
-                after = window[-1].order
-                if len(rows) >= limit:
-                    break
-        ordered = self.index.ordered(queue)
-        more = bool(self.index.window(queue, after, 1)[0]) if after is not None else False
-        prev = None
-        if start:
-            top = start - limit
-            prev = _cursor(ordered[top - 1].order) if 0 < top <= len(ordered) else "0"
-        return Page(
-            items=tuple(_failed_job(e) for e in rows),
-            total=len(ordered),
-            next_cursor=_cursor(after) if more and after is not None else None,
-            prev_cursor=prev,
-            offset=start or 0,
-        )
+            return failed_page(self.index, queue, limit, cursor, lambda window: self._recheck(queue, window), ArqFailure.row)
 
-    def _recheck(self, queue: str, entries: list[FailedEntry]) -> list[FailedEntry]:
+    def _recheck(self, queue: str, entries: list[ArqFailure]) -> list[ArqFailure]:
         """The entries whose results are still these failures: size and expiry in one
         pipeline; results that changed are read again, in one more."""
         with self.client.pipeline(transaction=False) as pipe:
@@ -293,20 +268,20 @@ class ArqAdapter(Adapter):
     # -- moves -----------------------------------------------------------------
 
     def requeue(self, queue: str, ids: Selection) -> ActionResult:
-        targets = self.index.ids(queue) if ids is ALL else _unique(ids)
+        targets = self.index.ids(queue) if ids is ALL else unique(ids)
         with redis_errors():
             self._check_requeueable(queue, targets)
             return self._transact(queue, targets, requeue=True)
 
     def delete(self, queue: str, ids: Selection) -> ActionResult:
-        targets = self.index.ids(queue) if ids is ALL else _unique(ids)
+        targets = self.index.ids(queue) if ids is ALL else unique(ids)
         with redis_errors():
             return self._transact(queue, targets, requeue=False)
 
     def _check_requeueable(self, queue: str, ids: list[str]) -> None:
         """Refuse the whole requeue, before moving anything, if a job cannot be rebuilt."""
         refused = []
-        for chunk in _chunks(ids, CHUNK):
+        for chunk in chunks(ids, CHUNK):
             for job_id, data in zip(chunk, self.client.mget([RESULT_PREFIX + i for i in chunk])):
                 try:
                     self._plan(queue, data)
@@ -332,7 +307,7 @@ class ArqAdapter(Adapter):
 
     def _transact(self, queue: str, ids: list[str], *, requeue: bool) -> ActionResult:
         affected, missing = 0, []
-        for chunk in _chunks(ids, CHUNK):
+        for chunk in chunks(ids, CHUNK):
             done, gone = self._transact_chunk(queue, chunk, requeue)
             affected += done
             missing += gone
@@ -395,48 +370,3 @@ def _minus(a: int | None, b: int | None) -> int | None:
 
 def _anything(stats: QueueStats) -> bool:
     return bool(stats.depth or stats.in_progress or stats.scheduled or stats.failed or stats.workers or stats.details[2:])
-
-
-def _failed_job(entry: FailedEntry) -> FailedJob:
-    return FailedJob(
-        id=entry.id,
-        function=entry.function,
-        args_preview=entry.args_preview,
-        error_type=entry.error_type,
-        error_message=entry.error_message,
-        failed_at=ms_time(entry.finished_ms),
-        attempts=entry.attempts,
-        started_at=ms_time(entry.started_ms),
-        expires_at=_time_or_none(entry.expires_at),
-    )
-
-
-def _time_or_none(unix: float | None) -> datetime | None:
-    """A unix time as a datetime; None when absent or beyond what a date can hold (an absurd TTL)."""
-    try:
-        return None if unix is None else datetime.fromtimestamp(unix, timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-def _cursor(order: tuple[int, str]) -> str:
-    return f"{-order[0]}:{order[1]}"
-
-
-def _position(cursor: str | None) -> tuple[int, str] | None:
-    """The (newest-first) position a cursor stands for: None for the first page ("0")."""
-    if cursor in (None, "", "0"):
-        return None
-    finished, sep, job_id = cursor.partition(":")
-    if not sep or not finished.isdigit():
-        raise NotFound(f"cursor {cursor!r} is not one this adapter gave out")
-    return (-int(finished), job_id)
-
-
-def _unique(ids: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(ids))
-
-
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

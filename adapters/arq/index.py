@@ -2,9 +2,9 @@
 
 Arq has no failed registry: a failed job is only its result ``arq:result:ID``
 (success flag false) until ``keep_result`` expires it, and a queue is only a
-zset or a ``<queue>:health-check`` key. ``FailedIndex`` finds both with an
+zset or a ``<queue>:health-check`` key. ``ArqFailures`` finds both with an
 incremental SCAN run by the sampler (``maintain``), never on a page view, and
-keeps what it found in memory:
+keeps what it found in memory (the bookkeeping is ``failure_index``'s):
 
 - Three cursors advance together, one pipelined round trip per step of COUNT
   500: ``MATCH arq:result:*``, ``MATCH *:health-check`` (a queue with a worker)
@@ -27,15 +27,16 @@ keeps what it found in memory:
 
 from __future__ import annotations
 
-import bisect
-import threading
 import time
 from dataclasses import dataclass
 
 import redis
 
-from .records import ArqRecord, attempts, describe_error, parse_health, read_record
+from queuewatch.adapters.base import FailedJob
 from queuewatch.adapters.decoding.payload import args_preview
+from queuewatch.adapters.failure_index import FailureIndex, expiry
+
+from .records import ArqRecord, attempts, describe_error, ms_time, parse_health, read_record, unix_time
 
 DEFAULT_QUEUE = "arq:queue"
 RESULT_PREFIX = "arq:result:"
@@ -49,12 +50,11 @@ MAX_QUEUES = 1_000
 MAX_REMEMBERED = 200_000
 MAX_DECODE_BYTES = 8 * 1024 * 1024
 READ_BYTES_PER_ROUND_TRIP = 4 * 1024 * 1024
-MIN_PASS_GAP = 5.0
 INDEX_MESSAGE_LIMIT = 500  # characters of a message kept per entry; the job page reads it whole
 
 
 @dataclass(frozen=True)
-class FailedEntry:
+class ArqFailure:
     """One failed result as the index keeps it."""
 
     id: str
@@ -76,13 +76,19 @@ class FailedEntry:
         """Newest first, ties by id: the order pages are cut in."""
         return (-(self.finished_ms or 0), self.id)
 
+    def row(self) -> FailedJob:
+        """The failed-list row."""
+        return FailedJob(id=self.id, function=self.function, args_preview=self.args_preview, error_type=self.error_type,
+                         error_message=self.error_message, failed_at=ms_time(self.finished_ms), attempts=self.attempts,
+                         started_at=ms_time(self.started_ms), expires_at=unix_time(self.expires_at))  # fmt: skip
 
-def entry_for(job_id: str, record: ArqRecord, expires_at: float | None) -> FailedEntry:
+
+def entry_for(job_id: str, record: ArqRecord, expires_at: float | None) -> ArqFailure:
     """What the index keeps of a failed result."""
     error_type, message = describe_error(record.result)
     if message is not None and len(message) > INDEX_MESSAGE_LIMIT:
         message = message[: INDEX_MESSAGE_LIMIT - 1] + "…"
-    return FailedEntry(
+    return ArqFailure(
         id=job_id,
         queue=record.queue or DEFAULT_QUEUE,
         queue_recorded=record.queue is not None,
@@ -99,91 +105,29 @@ def entry_for(job_id: str, record: ArqRecord, expires_at: float | None) -> Faile
     )
 
 
-def expiry(pttl: int, now: float) -> float | None:
-    """A key's expiry as unix time from its PTTL (-1: none)."""
-    return None if pttl < 0 else now + pttl / 1000
-
-
-class FailedIndex:
+class ArqFailures(FailureIndex[ArqFailure]):
     """Failed Arq results and queue names on one Redis database, kept by ``maintain``."""
 
     def __init__(self, client: redis.Redis) -> None:
+        super().__init__(max_per_queue=MAX_PER_QUEUE, max_queues=MAX_QUEUES, max_others=MAX_REMEMBERED)
         self.client = client
-        self._lock = threading.Lock()  # the data below; never held during Redis I/O
-        self._scan_lock = threading.Lock()  # one scan at a time (sampler, settle)
-        self._entries: dict[str, dict[str, FailedEntry]] = {}  # queue -> id -> entry
-        self._where: dict[str, str] = {}  # id -> queue
-        self._seen: dict[str, int] = {}  # id -> the pass that last saw it
-        self._others: dict[str, tuple[int, float | None, int]] = {}  # id -> (size, expiry, pass) of non-failures
-        self._ordered: dict[str, list[FailedEntry]] = {}  # queue -> entries newest first (cache)
-        self._capped: set[str] = set()
-        self._found: dict[str, int] = {}  # failed results seen per queue in this pass
-        self._found_last: dict[str, int] = {}
         self._queues_now: set[str] = set()
-        self._queues: set[str] = set()
+        self._queue_names: set[str] = set()
         self._cursors = dict.fromkeys(SCANS, 0)
         self._done = dict.fromkeys(SCANS, True)
         self.zset_scan = True  # False on Redis < 6 (no SCAN TYPE): queues come from workers and results only
-        self.pass_number = 0
-        self.passes_completed = 0
-        self._pass_started = 0.0
-        self._next_pass = 0.0
 
     # -- scanning (sampler thread) -------------------------------------------------
 
-    def maintain(self, budget_seconds: float) -> None:
-        """Advance the scan (at least one step) until the budget is spent or the pass ends.
-        Between passes, wait until the next one is due."""
-        deadline = time.monotonic() + budget_seconds
-        with self._scan_lock:
-            while True:
-                if all(self._done.values()):
-                    if time.monotonic() < self._next_pass:
-                        return
-                    self._start_pass()
-                self._step()
-                if all(self._done.values()):
-                    self._finish_pass()
-                    return
-                if time.monotonic() >= deadline:
-                    return
+    def _begin(self) -> None:
+        self._cursors = dict.fromkeys(SCANS, 0)
+        self._done = {name: name == "zsets" and not self.zset_scan for name in SCANS}
+        self._queues_now = set()
 
-    def settle(self, timeout: float = 60.0) -> bool:
-        """Run a whole pass now, from the start, so everything present now is indexed.
-        For tests and scripts; the sampler uses ``maintain``. False if it timed out."""
-        deadline = time.monotonic() + timeout
-        with self._scan_lock:
-            self._start_pass()
-            while not all(self._done.values()):
-                if time.monotonic() > deadline:
-                    return False
-                self._step()
-            self._finish_pass()
-        return True
+    def _ended(self) -> None:
+        self._queue_names = set(self._queues_now)
 
-    def _start_pass(self) -> None:
-        with self._lock:
-            self.pass_number += 1
-            self._cursors = dict.fromkeys(SCANS, 0)
-            self._done = {name: name == "zsets" and not self.zset_scan for name in SCANS}
-            self._found = {}
-            self._queues_now = set()
-        self._pass_started = time.monotonic()
-
-    def _finish_pass(self) -> None:
-        with self._lock:
-            current = self.pass_number
-            for job_id in [i for i, seen in self._seen.items() if seen < current]:
-                self._drop(job_id)
-            self._others = {i: v for i, v in self._others.items() if v[2] >= current}
-            self._found_last = self._found
-            self._capped = {q for q in self._capped if self._found.get(q, 0) > MAX_PER_QUEUE}
-            self._queues = set(self._queues_now)
-            self.passes_completed += 1
-        took = time.monotonic() - self._pass_started
-        self._next_pass = self._pass_started + max(MIN_PASS_GAP, 2 * took)
-
-    def _step(self) -> None:
+    def _step(self) -> bool:
         active = [name for name, done in self._done.items() if not done]
         with self.client.pipeline(transaction=False) as pipe:
             for name in active:
@@ -203,6 +147,7 @@ class FailedIndex:
             found[name] = keys
         self._read_results(found["results"])
         self._learn_queues(found["health"], found["zsets"])
+        return all(self._done.values())
 
     def _read_results(self, keys: list[bytes]) -> None:
         ids = []
@@ -227,6 +172,9 @@ class FailedIndex:
                     continue  # expired since SCAN named it, or not a string: not arq's
                 expires_at = expiry(pttl, now)
                 if self._unchanged(job_id, size, expires_at):
+                    entry = self._entries.get(job_id)
+                    if entry is not None:
+                        self._queues_now.add(entry.queue)
                     continue
                 if size > MAX_DECODE_BYTES:
                     self._remember_other(job_id, size, expires_at)
@@ -242,66 +190,16 @@ class FailedIndex:
                     if isinstance(data, bytes):
                         self._record(job_id, read_record(data, max_bytes=MAX_DECODE_BYTES), size, expires_at)
 
-    def _unchanged(self, job_id: str, size: int, expires_at: float | None) -> bool:
-        """Whether a result is the one read before (same size, same expiry); marks it seen."""
-        queue = self._where.get(job_id)
-        if queue is not None:
-            entry = self._entries[queue][job_id]
-            if entry.size == size and same_expiry(entry.expires_at, expires_at):
-                self._seen[job_id] = self.pass_number
-                self._found[queue] = self._found.get(queue, 0) + 1
-                self._queues_now.add(queue)
-                return True
-            return False
-        other = self._others.get(job_id)
-        if other is not None and other[0] == size and same_expiry(other[1], expires_at):
-            self._others[job_id] = (size, expires_at, self.pass_number)
-            return True
-        return False
-
     def _record(self, job_id: str, record: ArqRecord, size: int, expires_at: float | None, scanned: bool = True) -> None:
         if not record.failed:
-            self._drop(job_id)
             self._remember_other(job_id, size, expires_at)
             return
         entry = entry_for(job_id, record, expires_at)
-        self._put(entry)
-        if entry.queue not in self._entries:  # one queue too many: not kept
+        if not self._put(entry):  # one queue too many: not kept
             return
         if scanned:  # counted once per pass, by the scan
-            self._found[entry.queue] = self._found.get(entry.queue, 0) + 1
+            self._count_found(entry.queue)
         self._queues_now.add(entry.queue)
-
-    def _remember_other(self, job_id: str, size: int, expires_at: float | None) -> None:
-        if job_id in self._others or len(self._others) < MAX_REMEMBERED:
-            self._others[job_id] = (size, expires_at, self.pass_number)
-
-    def _put(self, entry: FailedEntry) -> None:
-        if self._where.get(entry.id, entry.queue) != entry.queue:
-            self._drop(entry.id)
-        if entry.queue not in self._entries and len(self._entries) >= MAX_QUEUES:
-            return
-        self._others.pop(entry.id, None)
-        entries = self._entries.setdefault(entry.queue, {})
-        entries[entry.id] = entry
-        self._where[entry.id] = entry.queue
-        self._seen[entry.id] = self.pass_number
-        self._ordered.pop(entry.queue, None)
-        if len(entries) > MAX_PER_QUEUE * 1.1:  # trim in bulk, not on every insert
-            self._capped.add(entry.queue)
-            for old in sorted(entries.values(), key=lambda e: e.order)[MAX_PER_QUEUE:]:
-                self._drop(old.id)
-
-    def _drop(self, job_id: str) -> None:
-        queue = self._where.pop(job_id, None)
-        self._seen.pop(job_id, None)
-        if queue is not None:
-            entries = self._entries[queue]
-            entries.pop(job_id, None)
-            self._ordered.pop(queue, None)
-            if not entries:
-                del self._entries[queue]
-                self._capped.discard(queue)
 
     def _learn_queues(self, health_keys: list[bytes], zset_keys: list[bytes]) -> None:
         candidates = [k for k in zset_keys if k != ABORT_KEY]
@@ -330,52 +228,10 @@ class FailedIndex:
 
     # -- reading (any thread) -------------------------------------------------------
 
-    @property
-    def complete(self) -> bool:
-        """Whether a whole pass has run: before that, counts are partial."""
-        return self.passes_completed > 0
-
     def queue_names(self) -> set[str]:
+        """Queues found by the scan: with failures, a worker's report, or jobs."""
         with self._lock:
-            return self._queues | self._queues_now | set(self._entries)
-
-    def count(self, queue: str) -> tuple[int, bool]:
-        """(failed results of ``queue``, whether that is an estimate beyond the entries held)."""
-        with self._lock:
-            held = len(self._live(queue))
-            if queue in self._capped:
-                return max(held, self._found_last.get(queue, 0)), True
-            return held, False
-
-    def ordered(self, queue: str) -> list[FailedEntry]:
-        """The queue's entries newest first (expired ones dropped)."""
-        with self._lock:
-            return self._live(queue)
-
-    def window(self, queue: str, after: tuple[int, str] | None, limit: int) -> tuple[list[FailedEntry], int, int]:
-        """(up to ``limit`` entries after the ``after`` position, the first one's rank, the total)."""
-        entries = self.ordered(queue)
-        start = 0 if after is None else bisect.bisect_right([e.order for e in entries], after)
-        return entries[start : start + limit], start, len(entries)
-
-    def entry(self, job_id: str) -> FailedEntry | None:
-        with self._lock:
-            queue = self._where.get(job_id)
-            return None if queue is None else self._entries[queue].get(job_id)
-
-    def ids(self, queue: str) -> list[str]:
-        return [e.id for e in self.ordered(queue)]
-
-    def _live(self, queue: str) -> list[FailedEntry]:
-        ordered = self._ordered.get(queue)
-        if ordered is None:
-            ordered = self._ordered[queue] = sorted(self._entries.get(queue, {}).values(), key=lambda e: e.order)
-        now = time.time()
-        if any(e.expires_at is not None and e.expires_at <= now for e in ordered):
-            for e in [e for e in ordered if e.expires_at is not None and e.expires_at <= now]:
-                self._drop(e.id)
-            return self._live(queue)
-        return ordered
+            return self._queue_names | self._queues_now | set(self._queues)
 
     # -- what page views and actions learn -----------------------------------------
 
@@ -386,19 +242,6 @@ class FailedIndex:
                 self._drop(job_id)
             else:
                 self._record(job_id, record, size, expires_at, scanned=False)
-
-    def forget(self, ids: list[str]) -> None:
-        with self._lock:
-            for job_id in ids:
-                self._drop(job_id)
-                self._others.pop(job_id, None)
-
-
-def same_expiry(old: float | None, new: float | None) -> bool:
-    """Whether two expiries measured from PTTLs are the same one."""
-    if old is None or new is None:
-        return old is new
-    return abs(old - new) < 2.0  # PTTL is measured a round trip apart: allow for that
 
 
 def _batches(items: list[tuple[str, int, float | None]]) -> list[list[tuple[str, int, float | None]]]:

@@ -29,8 +29,8 @@ from typing import Any
 
 import msgpack
 
-from queuewatch.adapters.errors import Unsupported
 from queuewatch.adapters.decoding.pickles import PayloadError, read_pickle
+from queuewatch.adapters.errors import Unsupported
 
 JOB_KEYS = ("t", "f", "a", "k", "et")
 _MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})

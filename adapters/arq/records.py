@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from queuewatch.adapters.decoding import payload
 from queuewatch.adapters.base import JobDetail
-from queuewatch.adapters.decoding.payload import PickledObject
-from queuewatch.adapters.decoding.payload import args_preview
+from queuewatch.adapters.decoding import payload
+from queuewatch.adapters.decoding.payload import PickledObject, args_preview
 from queuewatch.adapters.decoding.tracebacks import clip
 
 MESSAGE_LIMIT = 4_000  # characters of an exception message
@@ -85,6 +84,14 @@ def read_record(data: bytes | None, *, max_bytes: int = 16 * 1024 * 1024) -> Arq
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def unix_time(unix: float | None) -> datetime | None:
+    """A unix time as a datetime; None when absent or beyond what a date can hold (an absurd TTL)."""
+    try:
+        return None if unix is None else datetime.fromtimestamp(unix, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def ms_time(ms: int | None) -> datetime | None:

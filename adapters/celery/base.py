@@ -1,9 +1,9 @@
 """What Celery looks like on either broker: workers from events, failed tasks from
 the result backend, requeue as a new protocol-2 message.
 
-``CeleryAdapterBase`` holds the failure index (``celery_index``), the event
-state and listener (``celery_events``), and the actions on failed tasks; the
-broker adapters (``celery`` for Redis, ``celery_rabbitmq``) add queues,
+``CeleryAdapterBase`` holds the failure index (``index``), the event
+state and listener (``events``), and the actions on failed tasks; the
+broker adapters (``on_redis`` for Redis, ``on_rabbitmq``) add queues,
 counts, purge and how a message is published.
 
 Requeue republishes the stored call as a NEW task: new id, ``parent_id`` = the
@@ -25,20 +25,23 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import redis
 
+from queuewatch.adapters.base import (ALL, ActionResult, Adapter, FailedJob, JobDetail, Option, Page, QueueStats, Selection,
+                                      Worker, chunks, unique)  # fmt: skip
+from queuewatch.adapters.errors import NotFound, Unsupported
+from queuewatch.adapters.failure_index import failed_page
 from queuewatch.adapters.redis_errors import redis_errors
-from queuewatch.adapters.base import ALL, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
+
 from .events import EventState, Listener
-from .failures import NO_RESULTS_NOTE, UNKNOWN_NOTE, cursor_of, failed_job, job_detail, position_of
-from .index import UNKNOWN, FailedEntry, FailureIndex
+from .failures import NO_RESULTS_NOTE, UNKNOWN_NOTE, failed_job, job_detail
+from .index import UNKNOWN, CeleryFailure, CeleryFailures
 from .messages import Outgoing, new_task
 from .results import FailureRecord, ResultStore, parse_record
 from .workers import WorkerQuestions, consumers, present
-from queuewatch.adapters.errors import NotFound, Unsupported
 
 MAX_KNOWN_QUEUES = 2_000
 CHUNK = 100
@@ -58,11 +61,13 @@ class CeleryAdapterBase(Adapter):
 
     system = "celery"
     label = "Celery"
+    # The Redis result backend, when it is not the broker's own database (--celery-results).
+    options = (Option("CELERY_RESULTS", "results_url", schemes=("redis", "rediss", "unix")),)
 
     def __init__(self, *, backend: str, results: ResultStore | None) -> None:
         super().__init__(backend=backend)
         self._owned_results: redis.Redis | None = None
-        self.index = FailureIndex(results)
+        self.index = CeleryFailures(results)
         self.events = EventState(self.index)
         self.listener: Listener | None = None
         self.questions: WorkerQuestions | None = None  # set by the broker adapter, with its mailbox
@@ -164,21 +169,21 @@ class CeleryAdapterBase(Adapter):
         if self._owned_results is not None:
             self._owned_results.close()
 
-    def dump_state(self) -> dict[str, Any]:
+    def dump_memory(self) -> dict[str, Any]:
         """What to keep across a restart (JSON-safe): workers last seen, the newest failures, queue names."""
         return {"version": 1, "workers": self.events.dump(), "failures": self.index.dump(),
                 "queues": sorted(self.known_queues())}  # fmt: skip
 
-    def load_state(self, data: dict[str, Any]) -> None:
-        """Restore ``dump_state``'s output; the index then corrects itself from the backend."""
+    def load_memory(self, data: dict[str, Any]) -> None:
+        """Restore ``dump_memory``'s output; the index then corrects itself from the backend."""
         if isinstance(data, dict) and data.get("version") == 1:
             self.events.load(data.get("workers") or {})
             self.index.load(data.get("failures") or {})
             self.remember_queues(q for q in data.get("queues") or () if isinstance(q, str))
 
     @property
-    def state_version(self) -> tuple[int, int, int]:
-        """Changes whenever dump_state's answer would: save when it moved."""
+    def memory_version(self) -> tuple[int, int, int]:
+        """Changes whenever dump_memory's answer would: save when it moved."""
         return self.events.version, self.index.version, len(self._known)
 
     def remember_queues(self, names: Iterable[str]) -> None:
@@ -202,7 +207,7 @@ class CeleryAdapterBase(Adapter):
 
     def _queue_names(self, workers: list[Worker]) -> set[str]:
         """Queues named by failure records and by workers' reports."""
-        names = {q for w in workers for q in w.queues} | set(self.index.queue_names())
+        names = {q for w in workers for q in w.queues} | set(self.index.failing_queues())
         names.discard(UNKNOWN)
         return names
 
@@ -236,29 +241,10 @@ class CeleryAdapterBase(Adapter):
         return notes
 
     def failed(self, queue: str, limit: int, cursor: str | None = None) -> Page[FailedJob]:
-        after = position_of(cursor)
-        rows: list[FailedEntry] = []
-        start = None
         with redis_errors():
-            for _ in range(3):  # rows found gone are replaced from further down, a few times
-                window, offset, _ = self.index.window(queue, after, limit - len(rows))
-                start = offset if start is None else start
-                if not window:
-                    break
-                rows += self._recheck(window)
-                after = window[-1].order
-                if len(rows) >= limit:
-                    break
-        ordered = self.index.ids(queue)
-        more = after is not None and bool(self.index.window(queue, after, 1)[0])
-        prev = None
-        if start:
-            top = start - limit
-            prev = cursor_of(self.index.window(queue, None, top)[0][-1].order) if top > 0 else "0"
-        return Page(tuple(failed_job(e) for e in rows), len(ordered), cursor_of(after) if more and after else None,
-                    prev, start or 0)  # fmt: skip
+            return failed_page(self.index, queue, limit, cursor, self._recheck, failed_job)
 
-    def _recheck(self, entries: list[FailedEntry]) -> list[FailedEntry]:
+    def _recheck(self, entries: list[CeleryFailure]) -> list[CeleryFailure]:
         """The entries whose records still exist (one EXISTS each, pipelined); gone ones leave the index."""
         if self.results is None:
             return entries
@@ -300,10 +286,10 @@ class CeleryAdapterBase(Adapter):
             raise Unsupported(UNKNOWN_NOTE)
         if self.results is None:
             raise Unsupported(NO_RESULTS_NOTE)
-        targets = self.index.ids(queue) if ids is ALL else _unique(ids)
+        targets = self.index.ids(queue) if ids is ALL else unique(ids)
         done, missing, refused, reasons = 0, [], [], []
         with redis_errors():
-            for chunk in _chunks(targets, CHUNK):
+            for chunk in chunks(targets, CHUNK):
                 for task_id, data in self.results.read(chunk).items():
                     record = _parse(task_id, data)
                     if record is None or (record.queue or UNKNOWN) != queue:
@@ -355,10 +341,10 @@ class CeleryAdapterBase(Adapter):
 
     def delete(self, queue: str, ids: Selection) -> ActionResult:
         """Delete the failure records (event-only failures are forgotten)."""
-        targets = self.index.ids(queue) if ids is ALL else _unique(ids)
+        targets = self.index.ids(queue) if ids is ALL else unique(ids)
         deleted, missing = 0, []
         with redis_errors():
-            for chunk in _chunks(targets, CHUNK):
+            for chunk in chunks(targets, CHUNK):
                 mine, events_only = [], []
                 records = {i: _parse(i, d) for i, d in self.results.read(chunk).items()} if self.results else {}
                 for task_id in chunk:
@@ -393,13 +379,3 @@ def _same_url(client: redis.Redis, url: str) -> bool:
 def _describe(client: redis.Redis) -> str:
     kwargs = client.connection_pool.connection_kwargs
     return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
-
-
-def _unique(ids: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(ids))
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-

@@ -27,6 +27,7 @@ from collections.abc import Callable
 import redis
 
 from queuewatch.adapters.rabbitmq.plain_queues import topic_matches
+
 from .messages import SEP, queue_of_key
 from .results import glob_escape
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import pika
 import redis
 
-from .index import FailureIndex
+from .index import CeleryFailures
 
 if TYPE_CHECKING:
     from queuewatch.adapters.backends import RabbitBackend
@@ -96,7 +96,7 @@ def _str(value: Any) -> str | None:
 class EventState:
     """Workers and in-flight task details, fed by events (any thread)."""
 
-    def __init__(self, index: FailureIndex) -> None:
+    def __init__(self, index: CeleryFailures) -> None:
         self.index = index
         self._lock = threading.Lock()
         self._workers: dict[str, WorkerSeen] = {}

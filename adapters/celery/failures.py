@@ -4,11 +4,11 @@ and the sentences an operator reads before acting."""
 from __future__ import annotations
 
 from queuewatch.adapters.base import FailedJob, JobDetail
-from .events import utc
-from .index import FailedEntry
-from .results import FailureRecord
-from queuewatch.adapters.errors import NotFound
 from queuewatch.adapters.decoding.tracebacks import clip
+
+from .events import utc
+from .index import CeleryFailure
+from .results import FailureRecord
 
 TRACEBACK_LIMIT = 64_000
 UNKNOWN_NOTE = ("These failed tasks' result records do not name their queue: the workers ran without "
@@ -21,7 +21,7 @@ REQUEUE_NOTE = ("Requeue publishes a new task (new id, parent_id = this id, retr
                 "then deletes this failure record.")  # fmt: skip
 
 
-def job_detail(queue: str, job_id: str, record: FailureRecord | None, entry: FailedEntry | None,
+def job_detail(queue: str, job_id: str, record: FailureRecord | None, entry: CeleryFailure | None,
                results: str | None) -> JobDetail:  # fmt: skip
     """A failed task in full, from its record and (or) what events said of it."""
     refusal = record.refusal if record else (entry.refusal if entry else None)
@@ -54,22 +54,8 @@ def job_detail(queue: str, job_id: str, record: FailureRecord | None, entry: Fai
     )  # fmt: skip
 
 
-def failed_job(entry: FailedEntry) -> FailedJob:
+def failed_job(entry: CeleryFailure) -> FailedJob:
     return FailedJob(id=entry.id, function=entry.function, args_preview=entry.args_preview,
                      error_type=entry.error_type, error_message=entry.error_message,
                      failed_at=utc(entry.failed_at),
                      attempts=None if entry.retries is None else entry.retries + 1)  # fmt: skip
-
-
-def cursor_of(order: tuple[int, str]) -> str:
-    """A page cursor: the position (failure time in ms, id) of the last row shown."""
-    return f"{-order[0]}:{order[1]}"
-
-
-def position_of(cursor: str | None) -> tuple[int, str] | None:
-    if cursor in (None, "", "0"):
-        return None
-    stamp, sep, task_id = cursor.partition(":")  # type: ignore[union-attr]
-    if not sep or not stamp.isdigit():
-        raise NotFound(f"cursor {cursor!r} is not one this adapter gave out")
-    return (-int(stamp), task_id)

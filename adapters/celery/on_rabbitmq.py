@@ -5,9 +5,9 @@ Which queues are Celery's (once a Celery worker or client declared its
 exchanges on the vhost): with the management API, those consumed on the
 connections of Celery workers (a worker consumes its mailbox
 ``HOSTNAME.celery.pidbox`` and its task queues on one connection), those
-bound to Celery's default exchange ``celery`` or, as Celery declares the
+bound to Celery's default exchange ``on_redis`` or, as Celery declares the
 queues it creates on demand, to a direct exchange of their own name with their
-name as the key, and ``celery``; always, those the workers report
+name as the key, and ``on_redis``; always, those the workers report
 (``active_queues`` over the mailbox), the result records name, and those seen
 before. Counts are passive declares (ready, consumers: exact and current);
 unacked (reserved by workers: in progress) comes from the management API.
@@ -16,13 +16,13 @@ A Celery queue with a dead-letter exchange (``x-dead-letter-exchange``) links
 to its dead-letter queue, which is shown as a Celery queue too: its messages
 are the failed list (read from the head and given back in place), a requeue
 redrives each to the queue it died in, confirmed, then acks it
-(``rabbitmq_dlq``, as for plain queues); delete acks it; purge empties it.
+(``rabbitmq.dead_letters``, as for plain queues); delete acks it; purge empties it.
 
 Requeue of a failed task (from its result) publishes the new message to the
 default exchange with the queue name as routing key, persistent, with
 publisher confirms and mandatory routing, then deletes the result record
-(``celery_common``). Events come through an exclusive queue bound to
-``celeryev`` (``celery_events.AMQPListener``).
+(``base``). Events come through an exclusive queue bound to
+``celeryev`` (``events.AMQPListener``).
 """
 
 from __future__ import annotations
@@ -37,23 +37,23 @@ from typing import TYPE_CHECKING, Any
 import pika.exceptions
 import redis
 
-from queuewatch.adapters.rabbitmq.plain_queues import PROPERTIES, topic_matches
 from queuewatch.adapters.base import ActionResult, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
+from queuewatch.adapters.decoding.payload import render
+from queuewatch.adapters.errors import NotFound, Unsupported
+from queuewatch.adapters.rabbitmq.amqp import (ConfirmedPublisher, Delivery, amqp_errors, deaths, declare_counts, inspection_note,
+                                               origin_queue)  # fmt: skip
+from queuewatch.adapters.rabbitmq.dead_letters import WINDOW, DeadLetterQueue, Redrive, message_identity, purge_queue
+from queuewatch.adapters.rabbitmq.management import QueueDirectory, QueueInfo  # fmt: skip
+from queuewatch.adapters.rabbitmq.plain_queues import PROPERTIES, topic_matches
+
 from .base import CeleryAdapterBase
+from .broker_scan import internal_queue
 from .events import AMQPListener, Listener
 from .index import UNKNOWN
 from .messages import Outgoing, amqp_properties, from_amqp
 from .pidbox import AMQPMailbox
-from .broker_scan import internal_queue
 from .results import FailureRecord
 from .workers import WorkerQuestions
-from queuewatch.adapters.errors import NotFound, Unsupported
-from queuewatch.adapters.decoding.payload import render
-from queuewatch.adapters.rabbitmq.amqp import (
-    ConfirmedPublisher, Delivery, QueueDirectory, QueueInfo, amqp_errors, deaths, declare_counts, inspection_note,
-    origin_queue,
-)  # fmt: skip
-from queuewatch.adapters.rabbitmq.dead_letters import WINDOW, DeadLetterQueue, Redrive, message_identity, purge_queue
 
 if TYPE_CHECKING:
     from queuewatch.adapters.backends import RabbitBackend

@@ -1,15 +1,15 @@
 """Celery on a Redis broker, read and moved through kombu's keys, never ``import celery``.
 
 Keys (behind kombu's ``global_keyprefix`` when set): each queue is the lists
-``NAME`` and ``NAME\\x06\\x16{3,6,9}`` (``celery_messages``); queue bindings
+``NAME`` and ``NAME\\x06\\x16{3,6,9}`` (``messages``); queue bindings
 are the sets ``_kombu.binding.EXCHANGE``; messages workers reserved are in the
 hash ``unacked`` (``[message, exchange, routing_key]``) and the zset
-``unacked_index``. Workers are known from events (``celery_events``), failed
-tasks from the result backend (``celery_results``, ``celery_index``): by
+``unacked_index``. Workers are known from events (``events``), failed
+tasks from the result backend (``results``, ``index``): by
 default the broker's own database; ``link_results`` points elsewhere.
 
 Queues are those bound in ``_kombu.binding.*`` sets, those with priority
-lists, those the result records and the workers name (``celery_redis_scan``
+lists, those the result records and the workers name (``broker_scan``
 finds sets and lists in the background). The overview costs three round
 trips however many queues there are: SMEMBERS of the binding sets, then LLEN
 of every list plus HLEN ``unacked``. Depth sums the four priority lists; in
@@ -17,11 +17,11 @@ progress is the reserved messages per queue from the sampler's last pass over
 ``unacked``. Kombu messages carry no enqueue time, so the oldest waiting
 age is unknown.
 
-Purge (``celery_purge.lua``) empties every priority list of a queue in one
+Purge (``purge.lua``) empties every priority list of a queue in one
 step. Requeue LPUSHes a new protocol-2 envelope onto the list of its priority
 (workers BRPOP from the other end); when results live in the broker's
 database it and the deletion of the FAILURE record are one Lua script
-(``celery_requeue.lua``).
+(``requeue.lua``).
 """
 
 from __future__ import annotations
@@ -32,17 +32,18 @@ from urllib.parse import quote
 
 import redis
 
-from queuewatch.adapters.redis_errors import redis_errors
 from queuewatch.adapters.base import ActionResult, QueueStats, Worker
+from queuewatch.adapters.errors import NotFound, Unsupported
+from queuewatch.adapters.redis_errors import redis_errors
+
 from .base import CeleryAdapterBase, record_sha
+from .broker_scan import BINDING_PREFIX, INTERNAL_EXCHANGES, Bindings, BrokerScan, binding_members, internal_queue
 from .events import Listener, RedisListener
 from .index import UNKNOWN
 from .messages import PRIORITY_STEPS, Outgoing, list_key, priority_keys, redis_envelope
 from .pidbox import RedisMailbox
-from .broker_scan import BINDING_PREFIX, INTERNAL_EXCHANGES, Bindings, BrokerScan, binding_members, internal_queue
 from .results import FailureRecord, ResultStore, glob_escape
 from .workers import WorkerQuestions
-from queuewatch.adapters.errors import NotFound, Unsupported
 
 DETECT_KEYS = [BINDING_PREFIX + e for e in ("celery", *INTERNAL_EXCHANGES)] + ["unacked", "unacked_index", "celery"]
 DEFAULT_QUEUE = "celery"

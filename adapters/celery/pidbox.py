@@ -32,8 +32,8 @@ import pika
 import pika.exceptions
 import redis
 
-from .messages import CONTENT_TYPE, SEP
 from .broker_scan import BINDING_PREFIX
+from .messages import CONTENT_TYPE, SEP
 
 if TYPE_CHECKING:
     from queuewatch.adapters.backends import RabbitBackend

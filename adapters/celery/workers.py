@@ -1,11 +1,11 @@
 """Celery workers as the dashboard shows them, and what the sampler asks live ones.
 
-``present`` turns what the events said of a worker (``celery_events``) into a
+``present`` turns what the events said of a worker (``events``) into a
 ``Worker``: alive while its heartbeats arrive, "busy"/"idle" by its active
 count, "offline" after its goodbye, "dead" when it went silent; the details
 carry what ``Worker`` has no field for (load average, active, processed).
 
-``WorkerQuestions`` asks live workers over their mailbox (``celery_pidbox``)
+``WorkerQuestions`` asks live workers over their mailbox (``pidbox``)
 which queues they consume (``active_queues``) and, when no result backend was
 configured, where their results go (``conf``): a worker's first question waits
 until it has been online for a second (it announces itself a moment before
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from queuewatch.adapters.base import Worker
+
 from .events import EventState, WorkerSeen, utc
 from .pidbox import queue_names
 
@@ -62,7 +63,7 @@ class WorkerQuestions:
     """The questions the sampler asks live workers, and what they last answered."""
 
     def __init__(self, mailbox: Any) -> None:
-        self.mailbox = mailbox  # celery_pidbox.RedisMailbox or AMQPMailbox
+        self.mailbox = mailbox  # pidbox.RedisMailbox or AMQPMailbox
         self.error: str | None = None
         self._asked: dict[str, float] = {}  # hostname -> when (monotonic)
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from .values import Opaque, PayloadError, PickledGlobal, PickledObject, render
 
-
 # --- the walker ---------------------------------------------------------------
 
 # Opcodes whose argument, as genops reads it, is already the value they push.

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from queuewatch.adapters.decoding import payload
 from queuewatch.adapters.base import FailedJob, JobDetail
+from queuewatch.adapters.decoding import payload
 from queuewatch.adapters.decoding.payload import args_preview
 from queuewatch.adapters.decoding.tracebacks import clip, split_exception
 

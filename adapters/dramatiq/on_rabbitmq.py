@@ -8,7 +8,7 @@ unacked counts, rates and consumer connections come from the management API.
 Failures are nacked by Dramatiq into ``Q.XQ`` (reason "rejected") with the
 message as it was last enqueued. Requeue republishes to ``Q`` with ``retries``
 reset, confirmed and mandatory, and only then acks the dead letter
-(``rabbitmq_dlq``).
+(``rabbitmq.dead_letters``).
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING
 import pika
 from pika.adapters.blocking_connection import BlockingConnection
 
-from . import messages as dramatiq
 from queuewatch.adapters.base import ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
 from queuewatch.adapters.errors import NotFound
-from queuewatch.adapters.rabbitmq.amqp import Delivery, QueueInfo, amqp_errors, consumer_connections, declare_counts, deaths, rate_details
+from queuewatch.adapters.rabbitmq.amqp import Delivery, amqp_errors, deaths, declare_counts
 from queuewatch.adapters.rabbitmq.dead_letters import WINDOW, DeadLetterQueue, Redrive, message_identity, purge_queue
+from queuewatch.adapters.rabbitmq.management import QueueInfo, consumer_connections, rate_details
+
+from . import messages as dramatiq
 
 if TYPE_CHECKING:
     from queuewatch.adapters.backends import RabbitBackend

@@ -21,24 +21,26 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from . import messages as dramatiq
-from queuewatch.adapters.base import ALL, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
-from queuewatch.adapters.redis_errors import redis_errors
+from queuewatch.adapters.base import (ALL, ActionResult, Adapter, FailedJob, JobDetail, Option, Page, QueueStats, Selection, Worker,
+                                      unique)  # fmt: skip
 from queuewatch.adapters.errors import NotFound, Unsupported
 from queuewatch.adapters.rabbitmq.dead_letters import parse_offset
+from queuewatch.adapters.redis_errors import redis_errors
+
+from . import messages as dramatiq
+from .discovery import QueueDiscovery
 
 CHUNK = 500  # messages per Lua call
 SCAN_KEYS = 20_000  # keys a snapshot's discovery SCAN may walk before answering
 LOCATE_SECONDS = 10.0  # time a requeue/delete by id may spend finding ids it never showed
 HINTS = 100_000  # message_id -> redis_message_id pairs remembered from pages shown
-SUFFIXES = (".XQ.msgs", ".DQ.msgs", ".msgs", ".XQ", ".DQ")
 EXPIRY = "Dramatiq's workers delete dead letters older than their dead_message_ttl (7 days unless configured)."
 
 _SCRIPTS = {name: Path(__file__).with_name(f"{name}.lua").read_text() for name in ("requeue", "delete", "purge")}
@@ -48,69 +50,12 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def queue_of(key: str, prefix: str) -> str | None:
-    """The queue a Dramatiq key belongs to, or None ("dramatiq:a.b.XQ.msgs" -> "a.b")."""
-    if not key.startswith(prefix):
-        return None
-    rest = key[len(prefix) :]
-    if rest.startswith("__acks__."):
-        _worker, _, rest = rest[len("__acks__.") :].partition(".")
-        return rest.removesuffix(".DQ") or None
-    if rest.startswith("__"):
-        return None
-    for suffix in SUFFIXES:
-        if rest.endswith(suffix):
-            return rest[: -len(suffix)] or None
-    return rest or None
-
-
-class _Discovery:
-    """Queue names found by an incremental SCAN that resumes where it stopped.
-
-    A name once seen stays known for the life of the process: Dramatiq's keys
-    vanish when a queue is empty, and a queue should not vanish from the page.
-    """
-
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self.client = client
-        self.prefix = prefix
-        self._names: dict[str, None] = {}
-        self.complete = False  # one full pass has finished
-        self._cursor = 0
-        self._scanning = threading.Lock()
-        self._guard = threading.Lock()
-
-    def names(self) -> list[str]:
-        with self._guard:
-            return list(self._names)
-
-    def advance(self, max_keys: int, max_seconds: float) -> None:
-        if not self._scanning.acquire(blocking=False):
-            return  # another thread is scanning: its answer is as good
-        try:
-            deadline, walked = time.monotonic() + max_seconds, 0
-            while walked < max_keys and time.monotonic() < deadline:
-                self._cursor, keys = self.client.scan(self._cursor, match=_glob_escape(self.prefix) + "*", count=1000)
-                walked += 1000
-                found = (queue_of(_text(key), self.prefix) for key in keys)
-                with self._guard:
-                    self._names.update(dict.fromkeys(name for name in found if name))
-                if self._cursor == 0:
-                    self.complete = True
-                    break
-        finally:
-            self._scanning.release()
-
-
 class DramatiqRedisAdapter(Adapter):
     """Dramatiq's Redis broker on one Redis database."""
 
     system = "dramatiq"
     label = "Dramatiq"
+    options = (Option("DRAMATIQ_NAMESPACE", "namespace"),)
     failed_label = "Dead letters"
     failed_noun = ("dead letter", "dead letters")
 
@@ -120,7 +65,7 @@ class DramatiqRedisAdapter(Adapter):
         self.client = client
         self.prefix = namespace + ":"
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
-        self._discovery = _Discovery(client, self.prefix)
+        self._discovery = QueueDiscovery(client, self.prefix)
         self._scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
         self._hints: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._hints_lock = threading.Lock()
@@ -331,7 +276,7 @@ class DramatiqRedisAdapter(Adapter):
         keys = [self.key(queue, ".XQ"), self.key(queue, ".XQ.msgs"), self.key(queue), self.key(queue, ".msgs")]
         with redis_errors():
             if ids is not ALL:
-                return self._requeue_ids(queue, keys, _unique(ids))
+                return self._requeue_ids(queue, keys, unique(ids))
             top = self.client.zrevrange(keys[0], 0, 0, withscores=True)
             if not top:
                 return ActionResult(0)
@@ -389,7 +334,7 @@ class DramatiqRedisAdapter(Adapter):
                     if done == 0:
                         break
                 return ActionResult(deleted)
-            wanted = _unique(ids)
+            wanted = unique(ids)
             located = self._locate(queue, wanted)
             by_rid = {rid: job_id for job_id, rid in located.items()}
             missing = [i for i in wanted if i not in located]
@@ -412,7 +357,3 @@ class DramatiqRedisAdapter(Adapter):
                 purged += removed
                 remaining -= removed
         return ActionResult(purged)
-
-
-def _unique(ids: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(ids))

@@ -7,7 +7,7 @@ and drops.
 
 Reading: a queue can only be read from its head. A page newest first is cut
 from a window of the first ``limit`` messages, taken unacked and given back in
-place (``rabbitmq.Held``); a longer queue shows the newest of its oldest
+place (``amqp.Held``); a longer queue shows the newest of its oldest
 ``limit`` messages, and ``Window.truncated`` says so.
 
 Moving: each message is republished with publisher confirms and mandatory
@@ -29,6 +29,7 @@ import pika.exceptions
 
 from queuewatch.adapters.base import ALL, ActionResult, Page, Selection
 from queuewatch.adapters.errors import NotFound, Unsupported
+
 from .amqp import ConfirmedPublisher, Delivery, Held, amqp_errors, peek, server_version
 
 if TYPE_CHECKING:

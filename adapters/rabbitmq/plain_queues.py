@@ -11,7 +11,7 @@ and bindings (management API), the configured dead-letter queues, and the
 ``x-death`` headers of the dead letters read. A queue with a DLQ lists, as its
 dead letters, the DLQ's messages that died in it; a DLQ lists its own. A
 requeue redrives each message to the queue it last died in, confirmed, then
-acks it (``rabbitmq_dlq``); ids are ``message_id`` or a digest of the message.
+acks it (``rabbitmq.dead_letters``); ids are ``message_id`` or a digest of the message.
 """
 
 from __future__ import annotations
@@ -26,21 +26,12 @@ from typing import TYPE_CHECKING
 from pika.adapters.blocking_connection import BlockingConnection
 
 from queuewatch.adapters.base import ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
-from queuewatch.adapters.errors import NotFound, Unsupported
 from queuewatch.adapters.decoding.payload import decode, render
-from .amqp import (
-    Delivery,
-    QueueInfo,
-    amqp_errors,
-    consumer_connections,
-    declare_counts,
-    deaths,
-    inspection_note,
-    origin_queue,
-    rate_details,
-    server_version,
-)
+from queuewatch.adapters.errors import NotFound, Unsupported
+
+from .amqp import Delivery, amqp_errors, deaths, declare_counts, inspection_note, origin_queue, server_version
 from .dead_letters import WINDOW, DeadLetterQueue, Redrive, purge_queue
+from .management import QueueInfo, consumer_connections, rate_details
 
 if TYPE_CHECKING:
     from queuewatch.adapters.backends import RabbitBackend

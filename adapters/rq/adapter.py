@@ -12,10 +12,6 @@ lists cost O(page). Moves run as Lua scripts, one chunk per call.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import zlib
-from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,96 +19,20 @@ from typing import Any
 
 import redis
 
+from queuewatch.adapters.base import (ALL, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker, chunks,
+                                      unique)  # fmt: skip
 from queuewatch.adapters.decoding import payload
-from queuewatch.adapters.decoding.payload import args_preview  # noqa: F401  (re-exported: adapters import it from here too)
-from queuewatch.adapters.base import ALL, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
-from queuewatch.adapters.redis_errors import redis_errors
-from queuewatch.adapters.errors import NotFound
+from queuewatch.adapters.decoding.payload import args_preview
 from queuewatch.adapters.decoding.tracebacks import clip, split_exception
+from queuewatch.adapters.errors import NotFound
+from queuewatch.adapters.redis_errors import redis_errors
 
-QUEUES_KEY = b"rq:queues"
-WORKERS_KEY = b"rq:workers"
-QUEUE_PREFIX = "rq:queue:"
-JOB_PREFIX = "rq:job:"
-RESULTS_PREFIX = "rq:results:"
-# Registries by the label the queue page shows. 1.x named the started registry
-# "started"; 2.x names it "wip". Both are read and summed.
-REGISTRIES = ("wip", "started", "scheduled", "deferred", "failed", "finished", "canceled")
+from .jobs import (EPOCH, JOB_FIELDS, JOB_PREFIX, LIST_DECODE_LIMIT, MESSAGE_LIMIT, QUEUE_PREFIX, QUEUES_KEY, REGISTRIES,
+                   RESULTS_PREFIX, TRACEBACK_LIMIT, WORKERS_KEY, call_parts, failure_text, format_time, int_of, parse_time, text_of)
+                   # fmt: skip
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 CHUNK = 1000  # ids per Lua call: a few ms of Redis time each
-LIST_DECODE_LIMIT = 256 * 1024  # bytes of job data decoded per row of a list
-TRACEBACK_LIMIT = 64_000  # characters of a traceback shown; the rest is cut from the middle
-MESSAGE_LIMIT = 4_000  # characters of an exception message in a list row
-JOB_FIELDS = (
-    b"data", b"description", b"status", b"origin", b"enqueued_at", b"started_at",
-    b"ended_at", b"worker_name", b"number_of_retries", b"exc_info",
-)  # fmt: skip
-
 _SCRIPTS = {name: Path(__file__).with_name(f"{name}.lua").read_text() for name in ("requeue", "delete", "purge")}
-
-
-def _text(value: bytes | None) -> str | None:
-    if value is None or value == b"":
-        return None
-    return value.decode("utf-8", "replace")
-
-
-def parse_time(value: bytes | str | None) -> datetime | None:
-    """RQ's ``%Y-%m-%dT%H:%M:%S.%fZ`` (and older variants) as an aware UTC datetime."""
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def format_time(moment: datetime) -> str:
-    """A time the way RQ writes it."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _int(value: bytes | None) -> int | None:
-    try:
-        return int(value) if value not in (None, b"") else None
-    except ValueError:
-        return None
-
-
-def _traceback(results: Any, exc_info: bytes | None) -> str | None:
-    """The failure text: newest stream entry that has one (2.x), else the 1.x hash field."""
-    if isinstance(results, list):
-        for _entry_id, fields in results:
-            encoded = fields.get(b"exc_string")
-            if encoded:
-                try:
-                    return zlib.decompress(base64.b64decode(encoded)).decode("utf-8", "replace")
-                except (binascii.Error, zlib.error, ValueError):
-                    return f"<{len(encoded)} bytes of traceback, not decodable>"
-    if exc_info:
-        try:
-            return zlib.decompress(exc_info).decode("utf-8", "replace")
-        except zlib.error:
-            return exc_info.decode("utf-8", "replace")
-    return None
-
-
-def _call_parts(decoded: payload.Decoded) -> tuple[str | None, tuple[Any, ...], dict[str, Any]]:
-    """(function, args, kwargs) from RQ's (func_name, instance, args, kwargs) payload."""
-    value = decoded.value
-    if decoded.error is None and isinstance(value, (list, tuple)) and len(value) == 4:
-        func, instance, args, kwargs = value
-        name = func if isinstance(func, str) else payload.render(func, limit=200)
-        if instance is not None:
-            name = f"{payload.render(instance, limit=80)}.{name}"
-        args = tuple(args) if isinstance(args, (list, tuple)) else (args,)
-        kwargs = {str(k): v for k, v in kwargs.items()} if isinstance(kwargs, dict) else {}
-        return name, args, kwargs
-    return None, (), {}
 
 
 class RQAdapter(Adapter):
@@ -228,24 +148,24 @@ class RQAdapter(Adapter):
             # A worker that died without cleaning up lingers in rq:workers after
             # its hash expired; one that shut down cleanly left a "death" field.
             alive = bool(fields) and b"death" not in fields
-            queues = tuple(q for q in (_text(fields.get(b"queues")) or "").split(",") if q)
+            queues = tuple(q for q in (text_of(fields.get(b"queues")) or "").split(",") if q)
             workers.append(
                 Worker(
                     backend=self.backend,
                     system=self.system,
                     name=name,
-                    hostname=_text(fields.get(b"hostname")),
-                    pid=_int(fields.get(b"pid")),
+                    hostname=text_of(fields.get(b"hostname")),
+                    pid=int_of(fields.get(b"pid")),
                     queues=queues,
-                    state=(_text(fields.get(b"state")) or "unknown") if alive else "dead",
+                    state=(text_of(fields.get(b"state")) or "unknown") if alive else "dead",
                     alive=alive,
                     last_heartbeat=parse_time(fields.get(b"last_heartbeat")),
-                    current_job=_text(fields.get(b"current_job")),
+                    current_job=text_of(fields.get(b"current_job")),
                     started_at=parse_time(fields.get(b"birth")),
                     # RQ writes a counter at its first increment: a live worker without one has done 0.
-                    successful_jobs=_int(fields.get(b"successful_job_count", b"0" if fields else None)),
-                    failed_jobs=_int(fields.get(b"failed_job_count", b"0" if fields else None)),
-                    version=_text(fields.get(b"version")),
+                    successful_jobs=int_of(fields.get(b"successful_job_count", b"0" if fields else None)),
+                    failed_jobs=int_of(fields.get(b"failed_job_count", b"0" if fields else None)),
+                    version=text_of(fields.get(b"version")),
                 )
             )
         return workers
@@ -266,7 +186,7 @@ class RQAdapter(Adapter):
             for job_id, (fields, results), (_, score) in zip(ids, rows, scored)
         ]
         # RQ scores the registry in whole seconds; order ties by the failure time it also keeps.
-        jobs.sort(key=lambda j: j.failed_at or _EPOCH, reverse=True)
+        jobs.sort(key=lambda j: j.failed_at or EPOCH, reverse=True)
         next_offset = offset + len(ids)
         return Page(
             items=tuple(jobs),
@@ -312,14 +232,14 @@ class RQAdapter(Adapter):
         if not fields:
             return FailedJob(job_id, None, "(job data has expired)", None, None, None, None)
         decoded = payload.decode(fields.get(b"data"), max_bytes=LIST_DECODE_LIMIT)
-        function, args, kwargs = _call_parts(decoded)
+        function, args, kwargs = call_parts(decoded)
         if function is None:
-            function = _text(fields.get(b"description"))
+            function = text_of(fields.get(b"description"))
             preview = decoded.error or ""
         else:
             preview = args_preview(args, kwargs)
-        error_type, error_message = split_exception(_traceback(results, fields.get(b"exc_info")))
-        retries = _int(fields.get(b"number_of_retries"))
+        error_type, error_message = split_exception(failure_text(results, fields.get(b"exc_info")))
+        retries = int_of(fields.get(b"number_of_retries"))
         return FailedJob(
             id=job_id,
             function=function,
@@ -339,26 +259,26 @@ class RQAdapter(Adapter):
                 fields, results = pipe.execute(raise_on_error=False)
         if isinstance(fields, Exception) or not fields:
             raise NotFound(f"RQ job {job_id!r} does not exist (any more)")
-        origin = _text(fields.get(b"origin"))
+        origin = text_of(fields.get(b"origin"))
         if origin is not None and origin != queue:
             raise NotFound(f"RQ job {job_id!r} belongs to queue {origin!r}, not {queue!r}")
         row = self._failed_row(job_id, fields, results)
         decoded = payload.decode(fields.get(b"data"))
-        _, args, kwargs = _call_parts(decoded)
+        _, args, kwargs = call_parts(decoded)
         shown = (b"timeout", b"result_ttl", b"failure_ttl", b"ttl", b"retries_left", b"created_at",
                  b"description", b"group_id", b"dependency_ids", b"last_heartbeat")  # fmt: skip
-        details = tuple((k.decode(), clip(_text(fields[k]), 2_000) or "") for k in shown if fields.get(k))
+        details = tuple((k.decode(), clip(text_of(fields[k]), 2_000) or "") for k in shown if fields.get(k))
         return JobDetail.of(
             row,
             queue=queue,
             args=args,
             kwargs=kwargs,
-            traceback=clip(_traceback(results, fields.get(b"exc_info")), TRACEBACK_LIMIT),
+            traceback=clip(failure_text(results, fields.get(b"exc_info")), TRACEBACK_LIMIT),
             payload_encoding=decoded.encoding,
             payload_error=decoded.error,
-            status=_text(fields.get(b"status")),
+            status=text_of(fields.get(b"status")),
             enqueued_at=parse_time(fields.get(b"enqueued_at")),
-            worker=_text(fields.get(b"worker_name")),
+            worker=text_of(fields.get(b"worker_name")),
             details=details,
         )
 
@@ -391,7 +311,7 @@ class RQAdapter(Adapter):
                     if examined == 0:
                         break
             else:
-                for chunk in _chunks(_unique(ids), CHUNK):
+                for chunk in chunks(unique(ids), CHUNK):
                     done, gone, _ = script(keys=keys, args=[*head, "ids", "", *chunk])
                     affected += done
                     missing += gone
@@ -436,13 +356,3 @@ def _offset(cursor: str | None) -> int:
     if offset < 0:
         raise NotFound(f"cursor {cursor!r} is not one this adapter gave out")
     return offset
-
-
-def _unique(ids: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(ids))
-
-
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-

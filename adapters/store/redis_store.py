@@ -1,7 +1,6 @@
 """The dashboard's own state store in Redis: what several replicas share.
 
-Implements ``StateStore`` (app/state.py) with redis-py, so that ``app/`` never
-imports redis. Every key sits under a prefix (``queuewatch:``) in the database
+Implements ``StateStore`` (``interface``) with redis-py. Every key sits under a prefix (``queuewatch:``) in the database
 the ``--state`` URL names:
 
 - ``queuewatch:settings`` — hash of settings (the session key, rollup marks);
@@ -15,32 +14,36 @@ the ``--state`` URL names:
   encoded point. Streams keep ~100 entries per listpack node, which is what
   makes a year of points cheap in memory. XTRIM MINID needs Redis 6.2.
 
-The alert keys (rules, states, history, claims) are in ``state_redis_alerts.py``;
-bulk operations (``ops``, ``ops:ids:ID``) in ``state_redis_ops.py``.
+- ``alerts:rules`` and ``alerts:states`` — hashes, key → JSON;
+- ``alerts:history`` — hash id → JSON entry, ordered by ``alerts:history:order``
+  (a zset scored by start time) and trimmed to the newest entries;
+- ``claim:ID`` — a notification claim: ``SET NX`` with a 30-day expiry.
+- ``ops`` — hash id → JSON record, ordered by ``ops:order`` (a zset scored by
+  creation time) and trimmed to the newest ``OPERATIONS_KEEP``;
+- ``ops:ids:ID`` — hash chunk number → newline-separated job ids.
 
 No Flask here; redis-py errors become ``BackendUnavailable`` at one boundary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-
 import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import redis
 
-from queuewatch.adapters.redis_errors import redis_errors
 from queuewatch.adapters.backends import redact_url
-from .redis_alerts import RedisAlertStore
-from .redis_operations import RedisOpStore
+from queuewatch.adapters.redis_errors import redis_errors
 
-AUDIT_KEEP = 100_000
+from .interface import AUDIT_KEEP, CLAIM_DAYS, OPERATIONS_KEEP, Point
+
+CLAIM_SECONDS = CLAIM_DAYS * 86400
 _STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 _SCRIPTS = {name: Path(__file__).with_name(f"{name}.lua").read_text() for name in ("lease", "release")}
 
 
-class RedisStateStore(RedisAlertStore, RedisOpStore):
+class RedisStateStore:
     """Settings, the sampler's lease and history in one Redis database."""
 
     def __init__(self, *, url: str | None = None, client: redis.Redis | None = None, prefix: str = "queuewatch:",
@@ -104,7 +107,7 @@ class RedisStateStore(RedisAlertStore, RedisOpStore):
 
     # -- history -----------------------------------------------------------------
 
-    def add_points(self, tier: str, points: Iterable[tuple[str, int, bytes]]) -> int:
+    def add_points(self, tier: str, points: Iterable[Point]) -> int:
         rows = sorted(points, key=lambda p: (p[0], p[1]))
         if not rows:
             return 0
@@ -191,6 +194,101 @@ class RedisStateStore(RedisAlertStore, RedisOpStore):
         with redis_errors(self._what):
             rows = self.client.xrevrange(self._key("audit"), max=f"({before}" if before else "+", min="-", count=limit)
         return [(entry_id.decode(), fields[b"e"].decode()) for entry_id, fields in rows]
+
+    # -- alerts ------------------------------------------------------------------
+
+    def alert_rules(self) -> dict[str, str]:
+        with redis_errors(self._what):
+            found = self.client.hgetall(self._key("alerts", "rules"))
+        return {k.decode(): v.decode() for k, v in sorted(found.items())}
+
+    def put_alert_rule(self, key: str, rule: str) -> None:
+        with redis_errors(self._what):
+            self.client.hset(self._key("alerts", "rules"), key, rule)
+
+    def delete_alert_rule(self, key: str) -> bool:
+        with redis_errors(self._what):
+            return bool(self.client.hdel(self._key("alerts", "rules"), key))
+
+    def alert_states(self) -> dict[str, str]:
+        with redis_errors(self._what):
+            found = self.client.hgetall(self._key("alerts", "states"))
+        return {k.decode(): v.decode() for k, v in found.items()}
+
+    def put_alert_states(self, states: Mapping[str, str], drop: Sequence[str]) -> None:
+        key = self._key("alerts", "states")
+        with redis_errors(self._what), self.client.pipeline(transaction=True) as pipe:
+            if drop:
+                pipe.hdel(key, *drop)
+            if states:
+                pipe.hset(key, mapping=dict(states))
+            pipe.execute()
+
+    def record_alert(self, entry_id: str, started: int, entry: str, keep: int) -> None:
+        entries, order = self._key("alerts", "history"), self._key("alerts", "history", "order")
+        with redis_errors(self._what):
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(entries, entry_id, entry)
+                pipe.zadd(order, {entry_id: started})
+                pipe.zrange(order, 0, -(keep + 1))
+                old = pipe.execute()[-1]
+            if old:
+                with self.client.pipeline(transaction=True) as pipe:
+                    pipe.hdel(entries, *old)
+                    pipe.zrem(order, *old)
+                    pipe.execute()
+
+    def alert_history(self, limit: int) -> list[str]:
+        entries, order = self._key("alerts", "history"), self._key("alerts", "history", "order")
+        with redis_errors(self._what):
+            ids = self.client.zrevrange(order, 0, limit - 1)
+            values = self.client.hmget(entries, ids) if ids else []
+        return [v.decode() for v in values if v is not None]
+
+    def claim(self, claim_id: str, holder: str) -> bool:
+        with redis_errors(self._what):
+            return bool(self.client.set(self._key("claim", claim_id), holder, nx=True, ex=CLAIM_SECONDS))
+
+    # -- bulk operations ---------------------------------------------------------
+
+    def put_operation(self, op_id: str, created: float, record: str) -> None:
+        records, order = self._key("ops"), self._key("ops", "order")
+        with redis_errors(self._what):
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(records, op_id, record)
+                pipe.zadd(order, {op_id: created})
+                pipe.zrange(order, 0, -(OPERATIONS_KEEP + 1))
+                old = [i.decode() for i in pipe.execute()[-1]]
+            if old:
+                with self.client.pipeline(transaction=True) as pipe:
+                    pipe.hdel(records, *old)
+                    pipe.zrem(order, *old)
+                    pipe.delete(*(self._key("ops", "ids", i) for i in old))
+                    pipe.execute()
+
+    def operation(self, op_id: str) -> str | None:
+        with redis_errors(self._what):
+            value = self.client.hget(self._key("ops"), op_id)
+        return None if value is None else value.decode()
+
+    def operations(self, limit: int) -> list[str]:
+        with redis_errors(self._what):
+            ids = self.client.zrevrange(self._key("ops", "order"), 0, limit - 1)
+            values = self.client.hmget(self._key("ops"), ids) if ids else []
+        return [v.decode() for v in values if v is not None]
+
+    def put_operation_ids(self, op_id: str, n: int, ids: str) -> None:
+        with redis_errors(self._what):
+            self.client.hset(self._key("ops", "ids", op_id), str(n), ids)
+
+    def operation_ids(self, op_id: str, n: int) -> str | None:
+        with redis_errors(self._what):
+            value = self.client.hget(self._key("ops", "ids", op_id), str(n))
+        return None if value is None else value.decode()
+
+    def drop_operation_ids(self, op_id: str) -> None:
+        with redis_errors(self._what):
+            self.client.delete(self._key("ops", "ids", op_id))
 
     def memory_bytes(self) -> int:
         """Memory the history keys take in Redis (MEMORY USAGE; for the docs and tests)."""

@@ -1,35 +1,19 @@
-"""The dashboard's own state store: settings, the sampler's lease, and history
-(and alert rules, states, history and claims: ``app/state_alerts.py``; bulk
-operations and their job ids: ``app/state_ops.py``).
+"""The state store in a SQLite file: the default (embedded, nothing to run).
 
-``StateStore`` is the interface; ``open_store`` picks the implementation from
-``--state``: a SQLite file (the default: embedded, nothing to run) or a
-``redis://`` URL that several dashboard replicas share (that one lives in
-``adapters/state_redis.py``, because ``app/`` never imports redis).
-
-History points are opaque bytes here (``history.encode`` makes them), keyed by
-series, tier and time in milliseconds (times are positive). Points are
-append-only: a point never overwrites one already stored for the same series,
-tier and time.
-
-SQLite: one short-lived connection per call, WAL mode: safe across threads and
-across the processes of one host that share the file.
+One short-lived connection per call, WAL mode: safe across threads and across
+the processes of one host that share the file. History points are kept per
+series, tier and time (primary key), append-only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
-from .sqlite_alerts import ALERT_SCHEMA, AlertStore, SQLiteAlertStore
-from .sqlite_operations import OPS_SCHEMA, OpStore, SQLiteOpStore
-
-Point = tuple[str, int, bytes]  # (series, t in ms, payload)
+from .interface import AUDIT_KEEP, CLAIM_DAYS, OPERATIONS_KEEP, Point
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,81 +27,18 @@ CREATE TABLE IF NOT EXISTS samples (
     PRIMARY KEY (series, tier, t)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, entry TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alert_rules (key TEXT PRIMARY KEY, rule TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alert_states (key TEXT PRIMARY KEY, alert TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alert_history (id TEXT PRIMARY KEY, started INTEGER NOT NULL, entry TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alert_history_started ON alert_history (started);
+CREATE TABLE IF NOT EXISTS claims (id TEXT PRIMARY KEY, holder TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS ops (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS ops_created ON ops (created);
+CREATE TABLE IF NOT EXISTS op_ids (op TEXT NOT NULL, n INTEGER NOT NULL, ids TEXT NOT NULL, PRIMARY KEY (op, n)) WITHOUT ROWID;
 """
-AUDIT_KEEP = 100_000  # audit entries kept; the oldest go first
 
 
-@runtime_checkable
-class StateStore(AlertStore, OpStore, Protocol):
-    """What the dashboard keeps for itself. Every implementation passes tests/test_state_store.py."""
-
-    location: str  # where, for logs (no password)
-
-    def get(self, key: str) -> str | None:
-        """A setting, or None."""
-
-    def put(self, key: str, value: str) -> None:
-        """Store a setting."""
-
-    def set_default(self, key: str, value: str) -> str:
-        """Store ``value`` unless the key exists; return what is stored (race-free)."""
-
-    def acquire_lease(self, name: str, holder: str, ttl: float) -> tuple[str | None, float]:
-        """Take or renew the lease if it is free, expired or ours, atomically.
-        Returns (holder, seconds left) after the attempt: we hold it if holder is us."""
-
-    def release_lease(self, name: str, holder: str) -> None:
-        """Give the lease up, if we hold it."""
-
-    def lease(self, name: str) -> tuple[str | None, float]:
-        """(holder, seconds left), or (None, 0) when nobody holds it."""
-
-    def add_points(self, tier: str, points: Iterable[Point]) -> int:
-        """Append points; one whose (series, tier, t) is taken is dropped, as may be one
-        older than its series' newest. Returns how many were stored."""
-
-    def points(self, tier: str, series: Sequence[str] | None, after: int, before: int) -> dict[str, list[tuple[int, bytes]]]:
-        """Points with after < t < before, oldest first, per series (every series if None)."""
-
-    def prune(self, tier: str, before: int) -> int:
-        """Drop the tier's points older than ``before``; returns how many went."""
-
-    def series(self) -> list[str]:
-        """Every series with points."""
-
-    def forget_empty_series(self) -> int:
-        """Drop series that have no points left in any tier."""
-
-    def add_audit(self, entry: str) -> str:
-        """Append one audit entry (opaque JSON text); returns its id. Keeps the newest AUDIT_KEEP."""
-
-    def audit(self, limit: int, before: str | None = None) -> list[tuple[str, str]]:
-        """Up to ``limit`` (id, entry), newest first, older than the id ``before`` if given.
-        Raises ValueError for a ``before`` that is not an id this store made."""
-
-    def close(self) -> None:
-        """Release connections."""
-
-
-def open_store(target: str | Path) -> StateStore:
-    """The store for ``--state``: a ``redis://`` / ``rediss://`` URL, else a SQLite file path."""
-    text = str(target)
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-    if scheme in ("redis", "rediss"):
-        from .redis_store import RedisStateStore
-
-        return RedisStateStore(url=text)
-    if scheme:
-        raise ValueError(f"--state {text!r}: expected a SQLite file path or a redis:// URL")
-    return SQLiteStateStore(text)
-
-
-def secret_key(store: StateStore) -> str:
-    """The session-signing key: made once, kept so sessions survive restarts (and are shared by replicas)."""
-    return store.set_default("secret_key", secrets.token_urlsafe(48))
-
-
-class SQLiteStateStore(SQLiteAlertStore, SQLiteOpStore):
+class SQLiteStateStore:
     """The state store in a SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
@@ -127,8 +48,6 @@ class SQLiteStateStore(SQLiteAlertStore, SQLiteOpStore):
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
-            db.executescript(ALERT_SCHEMA)
-            db.executescript(OPS_SCHEMA)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -265,6 +184,80 @@ class SQLiteStateStore(SQLiteAlertStore, SQLiteOpStore):
                 "SELECT id, entry FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?", (bound if bound is not None else 2**62, limit)
             ).fetchall()
         return [(str(i), e) for i, e in rows]
+
+    # -- alerts ------------------------------------------------------------------
+
+    def alert_rules(self) -> dict[str, str]:
+        with self._connect() as db:
+            return dict(db.execute("SELECT key, rule FROM alert_rules ORDER BY key"))
+
+    def put_alert_rule(self, key: str, rule: str) -> None:
+        with self._connect() as db:
+            db.execute("INSERT INTO alert_rules (key, rule) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET rule = excluded.rule", (key, rule))
+
+    def delete_alert_rule(self, key: str) -> bool:
+        with self._connect() as db:
+            return db.execute("DELETE FROM alert_rules WHERE key = ?", (key,)).rowcount > 0
+
+    def alert_states(self) -> dict[str, str]:
+        with self._connect() as db:
+            return dict(db.execute("SELECT key, alert FROM alert_states"))
+
+    def put_alert_states(self, states: Mapping[str, str], drop: Sequence[str]) -> None:
+        with self._connect() as db:
+            db.executemany("DELETE FROM alert_states WHERE key = ?", [(k,) for k in drop])
+            db.executemany("INSERT INTO alert_states (key, alert) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET alert = excluded.alert",
+                           list(states.items()))  # fmt: skip
+
+    def record_alert(self, entry_id: str, started: int, entry: str, keep: int) -> None:
+        with self._connect() as db:
+            db.execute("INSERT INTO alert_history (id, started, entry) VALUES (?, ?, ?) "
+                       "ON CONFLICT (id) DO UPDATE SET entry = excluded.entry", (entry_id, started, entry))  # fmt: skip
+            db.execute("DELETE FROM alert_history WHERE started < (SELECT started FROM alert_history "
+                       "ORDER BY started DESC LIMIT 1 OFFSET ?)", (keep - 1,))  # fmt: skip
+
+    def alert_history(self, limit: int) -> list[str]:
+        with self._connect() as db:
+            return [row[0] for row in db.execute("SELECT entry FROM alert_history ORDER BY started DESC, id LIMIT ?", (limit,))]
+
+    def claim(self, claim_id: str, holder: str) -> bool:
+        now = time.time()
+        with self._connect() as db:
+            db.execute("DELETE FROM claims WHERE at < ?", (now - CLAIM_DAYS * 86400,))
+            return db.execute("INSERT OR IGNORE INTO claims (id, holder, at) VALUES (?, ?, ?)", (claim_id, holder, now)).rowcount == 1
+
+    # -- bulk operations ---------------------------------------------------------
+
+    def put_operation(self, op_id: str, created: float, record: str) -> None:
+        with self._connect() as db:
+            db.execute("INSERT INTO ops (id, created, record) VALUES (?, ?, ?) "
+                       "ON CONFLICT (id) DO UPDATE SET record = excluded.record", (op_id, created, record))  # fmt: skip
+            old = [row[0] for row in db.execute("SELECT id FROM ops ORDER BY created DESC LIMIT -1 OFFSET ?", (OPERATIONS_KEEP,))]
+            db.executemany("DELETE FROM ops WHERE id = ?", [(i,) for i in old])
+            db.executemany("DELETE FROM op_ids WHERE op = ?", [(i,) for i in old])
+
+    def operation(self, op_id: str) -> str | None:
+        with self._connect() as db:
+            row = db.execute("SELECT record FROM ops WHERE id = ?", (op_id,)).fetchone()
+        return row[0] if row else None
+
+    def operations(self, limit: int) -> list[str]:
+        with self._connect() as db:
+            return [row[0] for row in db.execute("SELECT record FROM ops ORDER BY created DESC, id LIMIT ?", (limit,))]
+
+    def put_operation_ids(self, op_id: str, n: int, ids: str) -> None:
+        with self._connect() as db:
+            db.execute("INSERT INTO op_ids (op, n, ids) VALUES (?, ?, ?) ON CONFLICT (op, n) DO UPDATE SET ids = excluded.ids",
+                       (op_id, n, ids))  # fmt: skip
+
+    def operation_ids(self, op_id: str, n: int) -> str | None:
+        with self._connect() as db:
+            row = db.execute("SELECT ids FROM op_ids WHERE op = ? AND n = ?", (op_id, n)).fetchone()
+        return row[0] if row else None
+
+    def drop_operation_ids(self, op_id: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM op_ids WHERE op = ?", (op_id,))
 
     def size_bytes(self) -> int:
         """The file's size on disk, WAL included (for the docs and tests)."""

@@ -13,8 +13,8 @@ from queuewatch.security import audit
 from . import htmx
 from queuewatch.alerts.service import Alerting, alert_json
 from queuewatch.alerts.webhooks import parse_webhook
-from . import BadRequest
-from .api import error, json_body
+from .errors import json_error
+from .params import BadRequest, json_body, safe_next
 
 bp = Blueprint("alerts", __name__)
 api = Blueprint("alerts_api", __name__, url_prefix="/api/v1/alerts")
@@ -41,11 +41,6 @@ def service() -> Alerting:
     return current_app.extensions["queuewatch.alerts"]
 
 
-@api.errorhandler(BadRequest)
-def bad_request(exc: BadRequest) -> tuple[Response, int]:
-    return error(400, "bad_request", str(exc))
-
-
 def parse_rule(backend: str, system: str, queue: str, body: dict) -> alerts.Rule:
     try:
         return alerts.parse_rule(backend, system, queue, body)
@@ -59,8 +54,7 @@ def _form_fields() -> dict:
 
 
 def _back(default: str) -> str:
-    target = request.form.get("next", "")
-    return target if target.startswith("/") and not target.startswith("//") else default
+    return safe_next(request.form.get("next"), default)
 
 
 # -- pages ----------------------------------------------------------------------------
@@ -182,7 +176,7 @@ def put_rule(backend: str, system: str, queue: str) -> Response:
 def remove_rule(backend: str, system: str, queue: str) -> Response | tuple[Response, int]:
     """Remove a rule: 204, or 404 if there was none."""
     if not service().delete_rule(backend, system, queue):
-        return error(404, "not_found", f"no rule for {backend}/{system}/{queue}")
+        return json_error(404, "not_found", f"no rule for {backend}/{system}/{queue}")
     return Response(status=204)
 
 

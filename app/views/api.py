@@ -2,56 +2,22 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote
-
+from dataclasses import replace
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
 
-from queuewatch.adapters.errors import AdapterError, BackendUnavailable
-
-from queuewatch.failures import actions
-
+from queuewatch.adapters.errors import BackendUnavailable
+from queuewatch.failures import actions, triage
 from queuewatch.snapshots import history
 
+from . import listing, monitor, recorder
 from . import shapes as serialize
-
-from queuewatch.failures import triage
-from . import (BadRequest, code_of, fields_arg, minutes_arg, monitor, page_limit, points_arg, recorder, selection,
-               since_arg, status_of)  # fmt: skip
+from .params import (fields_arg, json_body, minutes_arg, page_limit, points_arg, selection, series_arg,
+                     since_arg)  # fmt: skip
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 QUEUE = "/queues/<backend>/<system>/<path:queue>"
-
-
-def error(status: int, code: str, message: str) -> tuple[Response, int]:
-    return jsonify({"error": {"code": code, "message": message}}), status
-
-
-@bp.errorhandler(AdapterError)
-def adapter_error(exc: AdapterError) -> tuple[Response, int]:
-    return error(status_of(exc), code_of(exc), str(exc))
-
-
-@bp.errorhandler(BadRequest)
-def bad_request(exc: BadRequest) -> tuple[Response, int]:
-    return error(400, "bad_request", str(exc))
-
-
-@bp.errorhandler(HTTPException)
-def http_error(exc: HTTPException) -> tuple[Response, int]:
-    code = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
-    return error(exc.code or 500, code.get(exc.code or 500, "error"), exc.description or exc.name)
-
-
-def json_body() -> dict[str, Any]:
-    if request.mimetype != "application/json":
-        raise BadRequest("send a JSON body with Content-Type: application/json")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
 
 
 @bp.get("/backends")
@@ -63,22 +29,18 @@ def backends() -> Response:
 @bp.get("/queues")
 def queues() -> Response:
     """Every queue of every system on every backend; optionally searched, filtered, sorted and paged like the overview."""
-    from dataclasses import replace
-
-    from .pages import LISTING_ARGS, alerting_queues, queue_page, queue_query
-
     snapshot = monitor().snapshot()
-    if not any(name in request.args for name in LISTING_ARGS):
+    if not any(name in request.args for name in listing.LISTING_ARGS):
         return jsonify({"queues": [serialize.queue_json(q) for q in snapshot.queues]})
-    query = queue_query(request.args, {b.name for b in snapshot.backends})
+    query = listing.queue_query(request.args, {b.name for b in snapshot.backends})
     paged = "page" in request.args or "per" in request.args
     if not paged:
         query = replace(query, per=max(1, len(snapshot.queues)))
-    listing = queue_page(snapshot.queues, query, alerting_queues() if query.state == "alerting" else ())
-    answer: dict[str, Any] = {"queues": [serialize.queue_json(q) for q in listing.rows], "total": listing.total,
-                              "matched": listing.matched}  # fmt: skip
+    page = listing.queue_page(snapshot.queues, query, listing.alerting_queues() if query.state == "alerting" else ())
+    answer: dict[str, Any] = {"queues": [serialize.queue_json(q) for q in page.rows], "total": page.total,
+                              "matched": page.matched}  # fmt: skip
     if paged:
-        answer.update(page=listing.query.page, pages=listing.pages, per=listing.query.per)
+        answer.update(page=page.query.page, pages=page.pages, per=page.query.per)
     return jsonify(answer)
 
 
@@ -205,24 +167,6 @@ def all_history() -> Response:
             backends.append({"name": parts[0], "points": points})
     return jsonify({"minutes": minutes, "tier": reading.tier.name, "step_seconds": reading.step_seconds,
                     "queues": queues, "backends": backends})  # fmt: skip
-
-
-MAX_SERIES = 500
-
-
-def series_arg(raw: str | None) -> tuple[str, ...] | None:
-    """``series=backend/system/queue,…`` (each part percent-encoded) as store series keys; None: all."""
-    if raw in (None, ""):
-        return None
-    keys = []
-    for item in raw.split(","):
-        parts = [unquote(p) for p in item.split("/")]
-        if len(parts) != 3 or not all(parts):
-            raise BadRequest(f"series must be backend/system/queue items, comma-separated, each part percent-encoded; not {item[:80]!r}")
-        keys.append(history.series_key(*parts))
-    if len(keys) > MAX_SERIES:
-        raise BadRequest(f"at most {MAX_SERIES} series per request")
-    return tuple(sorted(set(keys)))
 
 
 @bp.get("/sampler")

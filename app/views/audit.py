@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from queuewatch.security import audit
-from . import BadRequest, page_limit
+from .params import BadRequest, page_limit
 
 bp = Blueprint("audit", __name__)
 
@@ -18,17 +18,6 @@ def _page() -> tuple[list[audit.Entry], str | None, int, str | None]:
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     return found, next_cursor, limit, cursor
-
-
-@bp.errorhandler(BadRequest)
-def bad_request(exc: BadRequest) -> Response | tuple[Response, int]:
-    if request.path.startswith("/api/"):
-        from .api import error
-
-        return error(400, "bad_request", str(exc))
-    from . import htmx
-
-    return htmx.render("error.html", "partials/error_body.html", status=400, title="Bad request", message=str(exc))
 
 
 @bp.get("/audit")

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Blueprint, Response, make_response, redirect, render_template, request, session, url_for
 
 from queuewatch.security import audit
 from queuewatch.security.auth import auth, login_keys
+
+from .params import safe_next
 
 bp = Blueprint("auth", __name__)
 
 
 def _next_url(raw: str | None) -> str:
     """Where to go after logging in: a path on this dashboard, never another site."""
-    parts = urlsplit(raw or "")
-    if raw and raw.startswith("/") and not raw.startswith("//") and not parts.scheme and not parts.netloc and "\\" not in raw:
-        return raw
-    return url_for("pages.overview")
+    return safe_next(raw, url_for("pages.overview"))
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -1,11 +1,11 @@
-"""Template helpers: numbers, times and durations the way an operator reads them."""
+"""Template helpers (Jinja filters): numbers, times, durations and decoded values the way an operator reads them."""
 
 from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
 
-from flask import Flask, Response
+from flask import Flask
 
 from queuewatch.adapters.decoding import payload
 
@@ -54,21 +54,6 @@ def digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def security_headers(response: Response) -> Response:
-    """Defaults every page gets; job data never lands in a shared cache."""
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
-    )
-    if response.mimetype in ("text/html", "application/json"):
-        response.headers.setdefault("Cache-Control", "no-store")
-    return response
-
-
 def fromtimestamp(seconds: float) -> datetime:
     """A Unix time as an aware UTC datetime (for ``when``)."""
     return datetime.fromtimestamp(seconds, timezone.utc)
@@ -82,4 +67,3 @@ def dictremove(mapping: dict[str, str], *names: str) -> dict[str, str]:
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(number=number, quantity=quantity, duration=duration, ago=ago, isotime=isotime, display=display,
                                  digest=digest, dictremove=dictremove, fromtimestamp=fromtimestamp)  # fmt: skip
-    app.after_request(security_headers)

@@ -19,7 +19,8 @@ from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect,
 from queuewatch.failures.operations import Operation, Operations, Target
 from queuewatch.failures.triage import Filter
 from . import htmx
-from . import BadRequest, monitor
+from . import monitor
+from .params import BadRequest, json_body
 
 bp = Blueprint("ops", __name__)
 api = Blueprint("ops_api", __name__, url_prefix="/api/v1")
@@ -113,8 +114,6 @@ def _json(op: Operation, status: int = 200) -> tuple[Response, int]:
 @api.post("/operations")
 def api_start() -> tuple[Response, int]:
     """Start counting: {"action": "requeue"|"delete", "backend", "system", "queue" | "scope": "everywhere", "filter": {...}}."""
-    from .api import json_body
-
     body = json_body()
     flt = body.get("filter") or {}
     if not isinstance(flt, dict):
@@ -135,8 +134,6 @@ def api_show(op_id: str) -> tuple[Response, int]:
 
 @api.post("/operations/<op_id>/confirm")
 def api_confirm(op_id: str) -> tuple[Response, int]:
-    from .api import json_body
-
     total = json_body().get("total")
     if not isinstance(total, int) or isinstance(total, bool):
         raise BadRequest('send {"total": N}, the count the operation shows')
