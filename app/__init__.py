@@ -12,21 +12,17 @@ from typing import Any
 
 from flask import Flask
 
-from . import config
+from queuewatch.adapters.store import open_store, secret_key
 
-from .security import auth
-
-from .security import csrf
-
-from .views import jinja as filters
-
-from .views import openapi
-from queuewatch.snapshots.monitor import Monitor
-from queuewatch.snapshots.adapter_memory import AdapterStates
-from queuewatch.failures.operations import Operations, Runner
-from queuewatch.snapshots.recorder import Recorder
-from queuewatch.snapshots.sampler import Sampler
-from queuewatch.adapters.store.sqlite_store import open_store, secret_key
+from . import config, views
+from .alerts import service as alerting
+from .failures.operations import Operations
+from .failures.runner import Runner
+from .security import auth, csrf, headers
+from .snapshots.adapter_memory import AdapterMemory
+from .snapshots.monitor import Monitor
+from .snapshots.recorder import Recorder
+from .snapshots.sampler import Sampler
 
 __version__ = "0.1.0"
 
@@ -51,60 +47,32 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if app.config["POLL"] <= 0:
         raise ValueError("--poll must be a positive number of seconds")
     specs = config.parse_backends(config.split_specs(app.config["REDIS"]), config.split_specs(app.config["RABBITMQ"]))
-    state = open_store(app.config["STATE"] or config.default_state_path())
+    store = open_store(app.config["STATE"] or config.default_state_path())
     if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = secret_key(state)
+        app.config["SECRET_KEY"] = secret_key(store)
 
     monitor = Monitor(specs, poll=app.config["POLL"], options=config.backend_options(specs, app.config))
-    recorder = Recorder(state, interval=app.config["POLL"])
-    sampler = Sampler(monitor, interval=app.config["POLL"], store=state, recorder=recorder)
-    app.extensions["queuewatch.state"] = state
+    recorder = Recorder(store, interval=app.config["POLL"])
+    sampler = Sampler(monitor, interval=app.config["POLL"], store=store, recorder=recorder)
+    app.extensions["queuewatch.store"] = store
     app.extensions["queuewatch.monitor"] = monitor
     app.extensions["queuewatch.recorder"] = recorder
     app.extensions["queuewatch.sampler"] = sampler
-    for spec in config.split_specs(app.config.get("CELERY_RESULTS")):
-        config.link_celery_results(monitor, spec)
-    states = AdapterStates(monitor, state)
-    states.load()
-    sampler.on_snapshot(states.save)
-    app.extensions["queuewatch.adapter_states"] = states
+    memory = AdapterMemory(monitor, store)
+    memory.load()
+    sampler.on_snapshot(memory.save)
+    app.extensions["queuewatch.adapter_memory"] = memory
 
-    operations = Operations(state, monitor, chunk=int(app.config["BULK_CHUNK"]))
+    operations = Operations(store, monitor, chunk=int(app.config["BULK_CHUNK"]))
     runner = Runner(operations)
     app.extensions["queuewatch.operations"] = operations
     app.extensions["queuewatch.runner"] = runner
 
     auth.init_app(app)  # before csrf: who you are (401) is answered before whether the form is ours (403)
     csrf.init_app(app)
-    filters.init_app(app)
-    from .views import api, health, pages
-
-    app.register_blueprint(pages.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(health.bp)
-    from .views import audit as audit_views
-    from .views import auth as auth_views
-
-    app.register_blueprint(auth_views.bp)
-    app.register_blueprint(audit_views.bp)
-    app.register_blueprint(openapi.bp)
-
-    from .alerts import service as alerting
-    from .views import alerts as alert_views
-
+    headers.init_app(app)
     alerting.init_app(app, sampler)  # rules evaluated on the lease holder's snapshots; the banner on every page
-    app.register_blueprint(alert_views.bp)
-    app.register_blueprint(alert_views.api)
-    from .views import operations as op_views
-    from .views import triage as triage_views
-
-    app.register_blueprint(op_views.bp)
-    app.register_blueprint(op_views.api)
-    app.register_blueprint(triage_views.bp)
-    app.register_blueprint(triage_views.api)
-    from . import views
-
-    views.init_errors(app)  # errors of the blueprints that have no handlers of their own
+    views.init_app(app)
 
     if app.config["SAMPLER"]:
         sampler.start()

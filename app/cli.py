@@ -2,7 +2,7 @@
 
 Serves the app under gunicorn: one process with a pool of threads for
 viewers by default, or ``--workers N`` processes. Each process runs a sampler;
-a lease in the state store lets one of them sample (app/sampler.py). Every
+a lease in the state store lets one of them sample (app/snapshots/sampler.py). Every
 flag is also a ``QUEUEWATCH_*`` environment variable.
 """
 
@@ -16,7 +16,6 @@ from typing import Any
 import click
 
 from . import config
-
 from .security import auth
 
 
@@ -139,8 +138,6 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
     try:
         specs = config.parse_backends(overrides.get("REDIS", config.DEFAULTS["REDIS"]),
                                       overrides.get("RABBITMQ", config.DEFAULTS["RABBITMQ"]))  # fmt: skip
-        for spec in overrides.get("CELERY_RESULTS", ()):
-            config.parse_celery_results(spec, [s.name for s in specs])
         config.backend_options(specs, overrides)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

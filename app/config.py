@@ -23,12 +23,12 @@ DEFAULTS = {
     "POLL": 5.0,  # seconds between snapshots, and between page refreshes
     "SAMPLER": False,  # `queuewatch serve` turns the background sampler on
     "PAGE_SIZE": 50,
-    "BULK_CHUNK": 1_000,  # jobs per step of a background bulk operation (app/bulk.py)
+    "BULK_CHUNK": 1_000,  # jobs per step of a background bulk operation (app/failures/operations.py)
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_NAME": "queuewatch_session",
-    "SESSION_COOKIE_SECURE": False,  # --secure-cookies; HTTPS requests get Secure anyway (app/auth.py)
-    # Who may do what (app/auth.py, README "Security"): no users and a loopback bind = open.
+    "SESSION_COOKIE_SECURE": False,  # --secure-cookies; HTTPS requests get Secure anyway (app/security/auth.py)
+    # Who may do what (app/security/auth.py, README "Security"): no users and a loopback bind = open.
     "BIND": None,  # the CLI passes --bind; None (a test client) counts as loopback
     "USERS": None,  # users file: TOML or JSON lines of name, role, password_hash
     "TOKENS": None,  # tokens file: name, role, token_hash
@@ -90,46 +90,45 @@ def _split_name(value: str) -> tuple[str | None, str]:
     return None, value
 
 
-def parse_celery_results(spec: str, backend_names: Iterable[str]) -> tuple[str | None, str]:
-    """``[BROKER=]URL`` of a Celery Redis result backend: (broker backend name or None for all, URL)."""
-    name, url = _split_name(spec)
-    if not url.lower().startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"--celery-results {spec!r}: expected a redis:// URL")
-    if name is not None and name not in set(backend_names):
-        raise ValueError(f"--celery-results {spec!r}: no backend named {name!r}")
-    return name, url
-
-
-def link_celery_results(monitor: Any, spec: str) -> None:
-    """Read Celery's failed tasks from the result backend ``spec`` names (see parse_celery_results)."""
-    name, url = parse_celery_results(spec, monitor.backends)
-    for backend in monitor.backends.values():
-        if name in (None, backend.name):
-            backend.adapter("celery").link_results(url)
-
-
 def backend_options(specs: list[BackendSpec], settings: Any) -> dict[str, dict[str, Any]]:
-    """Each backend's options from the settings: the Dramatiq namespace for Redis
-    backends; for RabbitMQ backends the management API URL and the queues and
-    dead-letter queues to watch when that API is off (``[NAME=]VALUE``, no name:
-    every RabbitMQ backend). Raises ValueError for a name that is no backend."""
-    rabbits = [s.name for s in specs if s.kind == "rabbitmq"]
+    """Each backend's constructor options from the settings.
+
+    Which settings exist is said by the backends and adapters themselves (their
+    ``options``): a value is ``[NAME=]VALUE``, where NAME is a backend that takes
+    the setting; without a name it goes to every backend that does. Adapter
+    options go under ``system_options[system]``. Raises ValueError for a name
+    that is no such backend, or a URL of the wrong scheme.
+    """
+    from queuewatch.adapters.backends import BACKENDS
+
     options: dict[str, dict[str, Any]] = {s.name: {} for s in specs}
-    namespace = settings.get("DRAMATIQ_NAMESPACE")
+    takers: dict[str, list[tuple[BackendSpec, str | None, Any]]] = {}
     for spec in specs:
-        if spec.kind == "redis" and namespace:
-            options[spec.name]["system_options"] = {"dramatiq": {"namespace": namespace}}
-    for key, option, many in (("RABBITMQ_MANAGEMENT", "management_url", False),
-                              ("RABBITMQ_QUEUES", "queues", True), ("RABBITMQ_DLQS", "dead_letter_queues", True)):  # fmt: skip
-        for value in split_specs(settings.get(key)):
+        backend = BACKENDS[spec.kind]
+        for option in backend.options:
+            takers.setdefault(option.setting, []).append((spec, None, option))
+        for adapter in backend.adapter_classes:
+            for option in adapter.options:
+                takers.setdefault(option.setting, []).append((spec, adapter.system, option))
+    for setting, places in takers.items():
+        flag = "--" + setting.lower().replace("_", "-")
+        kinds = {BACKENDS[spec.kind].label for spec, _, _ in places}
+        for value in split_specs(settings.get(setting)):
             name, item = _split_name(value)
-            if name is not None and name not in rabbits:
-                raise ValueError(f"{value!r}: no RabbitMQ backend named {name!r}")
-            for target in [name] if name else rabbits:
-                if many:
-                    options[target].setdefault(option, []).append(item)
+            if name is not None and name not in {spec.name for spec, _, _ in places}:
+                kind = f"{kinds.pop()} " if len(kinds) == 1 else ""
+                raise ValueError(f"{flag} {value!r}: no {kind}backend named {name!r}")
+            for spec, system, option in places:
+                if name not in (None, spec.name):
+                    continue
+                scheme = item.split("://", 1)[0].lower() if "://" in item else ""
+                if option.schemes and scheme not in option.schemes:
+                    raise ValueError(f"{flag} {value!r}: expected a {' or '.join(s + '://' for s in option.schemes)} URL")
+                target = options[spec.name] if system is None else options[spec.name].setdefault("system_options", {}).setdefault(system, {})
+                if option.many:
+                    target.setdefault(option.keyword, []).append(item)
                 else:
-                    options[target][option] = item
+                    target[option.keyword] = item
     return options
 
 

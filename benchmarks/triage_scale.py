@@ -20,7 +20,6 @@ by default, emptied before and after (``--url``).
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +28,8 @@ import _data
 from _report import table
 
 from queuewatch.adapters.rq.adapter import RQAdapter
-from queuewatch.failures.operations import Operations, Runner
+from queuewatch.failures.operations import Operations
+from queuewatch.failures.runner import Runner
 from queuewatch.adapters.store.sqlite_store import SQLiteStateStore
 from queuewatch.failures.triage import Filter, groups, scan
 

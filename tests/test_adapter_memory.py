@@ -1,8 +1,8 @@
-"""AdapterStates: what adapters learned is saved when it changed and given back at start (pure logic)."""
+"""AdapterMemory: what adapters learned is saved when it changed and given back at start (pure logic)."""
 
 from __future__ import annotations
 
-from queuewatch.snapshots.adapter_memory import AdapterStates
+from queuewatch.snapshots.adapter_memory import AdapterMemory
 
 
 class Learner:
@@ -11,15 +11,15 @@ class Learner:
     def __init__(self) -> None:
         self.version, self.loaded, self.dumps = 1, None, 0
 
-    def dump_state(self):
+    def dump_memory(self):
         self.dumps += 1
         return {"seen": self.version}
 
-    def load_state(self, data) -> None:
+    def load_memory(self, data) -> None:
         self.loaded = data
 
     @property
-    def state_version(self):
+    def memory_version(self):
         return self.version
 
 
@@ -49,7 +49,7 @@ class Monitor:
 
 def test_state_is_saved_only_when_it_changed_and_restored_at_start() -> None:
     monitor, store = Monitor(), Store()
-    states = AdapterStates(monitor, store)
+    states = AdapterMemory(monitor, store)
     learner = monitor.backends["redis"].learner
     states.save(None)
     states.save(None)
@@ -58,11 +58,11 @@ def test_state_is_saved_only_when_it_changed_and_restored_at_start() -> None:
     states.save(None)
     assert store["adapter-state:redis:celery"] == '{"seen":2}'
     restarted = Monitor()
-    AdapterStates(restarted, store).load()
+    AdapterMemory(restarted, store).load()
     assert restarted.backends["redis"].learner.loaded == {"seen": 2}
 
 
 def test_an_unreadable_saved_state_does_not_stop_start_up() -> None:
     monitor, store = Monitor(), Store({"adapter-state:redis:celery": "{not json"})
-    AdapterStates(monitor, store).load()
+    AdapterMemory(monitor, store).load()
     assert monitor.backends["redis"].learner.loaded is None

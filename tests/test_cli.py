@@ -90,14 +90,18 @@ def test_a_bad_flag_is_a_usage_error_not_a_traceback(tmp_path) -> None:
 
 
 def test_celery_results_specs_name_a_known_broker_backend() -> None:
-    from queuewatch.config import parse_celery_results
+    from queuewatch.config import backend_options
 
-    assert parse_celery_results("redis://r:6379/1", ["redis"]) == (None, "redis://r:6379/1")
-    assert parse_celery_results("redis=redis://r:6379/1", ["redis"]) == ("redis", "redis://r:6379/1")
+    specs = parse_backends(["redis://r/0"], ["amqp://x/%2F"])
+    results = lambda value: {n: o.get("system_options", {}).get("celery") for n, o in  # noqa: E731
+                             backend_options(specs, {"CELERY_RESULTS": value}).items()}  # fmt: skip
+    assert results("redis://r:6379/1") == {"redis": {"results_url": "redis://r:6379/1"},
+                                           "rabbitmq": {"results_url": "redis://r:6379/1"}}  # fmt: skip
+    assert results("redis=redis://r:6379/1") == {"redis": {"results_url": "redis://r:6379/1"}, "rabbitmq": None}
     with pytest.raises(ValueError, match="no backend named"):
-        parse_celery_results("other=redis://r:6379/1", ["redis"])
+        results("other=redis://r:6379/1")
     with pytest.raises(ValueError, match="redis://"):
-        parse_celery_results("amqp://x", ["redis"])
+        results("amqp://x")
 
 
 def test_backend_options_go_to_the_named_rabbitmq_backend_or_to_all() -> None:

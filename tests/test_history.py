@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from queuewatch.snapshots import history
+from queuewatch.snapshots import history, lease
 from queuewatch.snapshots.history import (
     MINUTE_MS, QUEUE_METRICS, TIERS, TIER_BY_NAME, QueueCounts, RateSource, Stat, WorkerCounts,
 )  # fmt: skip
@@ -196,21 +196,21 @@ def test_without_an_earlier_reading_or_any_counter_rates_are_unknown() -> None:
 
 def test_the_lease_outlives_one_interval_and_expires_within_two() -> None:
     for interval in (0.5, 1, 5, 60):
-        assert interval < history.lease_ttl(interval) < 2 * interval
+        assert interval < lease.lease_ttl(interval) < 2 * interval
 
 
 def test_samples_are_stamped_with_their_intervals_start() -> None:
-    assert history.slot(12_345, 5000) == 10_000
-    assert history.slot(10_000, 5000) == 10_000
+    assert lease.slot(12_345, 5000) == 10_000
+    assert lease.slot(10_000, 5000) == 10_000
 
 
 def test_the_holder_wakes_just_after_each_interval_starts_and_a_waiter_when_the_lease_expires() -> None:
     interval = 5.0
     for now in (1000.0, 1000.1, 1003.7, 1004.99):
-        wake = now + history.next_wakeup(now, interval, held=True, expires_in=None)
+        wake = now + lease.next_wakeup(now, interval, held=True, expires_in=None)
         assert 0 < (wake % interval) <= 0.06 and wake > now
-    assert history.next_wakeup(1001.0, interval, held=False, expires_in=1.5) == pytest.approx(1.52)
-    assert history.next_wakeup(1001.0, interval, held=False, expires_in=30) == pytest.approx(4.05)
+    assert lease.next_wakeup(1001.0, interval, held=False, expires_in=1.5) == pytest.approx(1.52)
+    assert lease.next_wakeup(1001.0, interval, held=False, expires_in=30) == pytest.approx(4.05)
 
 
 def test_series_keys_name_any_queue_unambiguously() -> None:

@@ -18,7 +18,7 @@ from conftest import TESTS, get_json, redis_digest, rq_bin, run_rq_worker, serve
 
 from queuewatch import create_app
 
-from queuewatch.snapshots import history
+from queuewatch.snapshots import lease
 
 pytestmark = pytest.mark.redis_db(7)
 
@@ -34,7 +34,7 @@ def app(redis_url: str, tmp_path):
 
 def recent_slots(n: int, step: int = 5000) -> list[int]:
     """n sample times ending a few seconds ago, as the sampler would stamp them."""
-    last = history.slot(int(time.time() * 1000) - 2000, step)
+    last = lease.slot(int(time.time() * 1000) - 2000, step)
     return [last - (n - 1 - i) * step for i in range(n)]
 
 

@@ -31,7 +31,7 @@ def test_every_api_route_is_in_the_document_with_its_methods(client, app) -> Non
 
 def test_every_api_route_has_its_own_description_of_what_it_takes_and_answers(app) -> None:
     missing = sorted({rule.endpoint for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/")} - set(openapi.DETAILS))
-    assert missing == [], f"add these endpoints to app/openapi.py DETAILS: {missing}"
+    assert missing == [], f"add these endpoints to app/views/openapi.py DETAILS: {missing}"
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def test_the_overview_shows_one_page_of_queues_in_name_order(client, shop) -> No
     assert names == [name(n) for n in range(100)]
     assert sentence == f"Showing 1–100 of {QUEUES} queues"
     page = client.get("/").get_data(as_text=True)
-    assert 'href="/?page=2"' in page and f"Page 1 of 2" in page
+    assert 'href="/?page=2"' in page and "Page 1 of 2" in page
     names, sentence = shown(client, "/?page=2")
     assert names == [name(n) for n in range(100, QUEUES)]
     assert sentence == f"Showing 101–{QUEUES} of {QUEUES} queues"

@@ -1,7 +1,7 @@
 """Alerting at run time: rules, states, history and webhooks through the state
 store, evaluated on every snapshot of the sampler that holds the lease.
 
-The decisions are the pure functions of ``alerts.py``; this module reads the
+The decisions are the pure functions of ``rules.py``; this module reads the
 rules and the last states from the store on every tick (so a replica that
 takes the lease over continues where the last holder stopped), saves the new
 states, keeps the history of firing episodes, and notifies each transition
@@ -20,14 +20,14 @@ from typing import Any
 from flask import Flask
 
 from queuewatch import config
+from queuewatch.adapters.store import StateStore
+from queuewatch.snapshots.monitor import Snapshot
+from queuewatch.snapshots.sampler import Sampler
+from queuewatch.views.jinja import ago, isotime
 
 from . import rules as alerts
 from .rules import FIRING, Alert, Rule, Transition
-from queuewatch.views.jinja import ago, isotime
-from queuewatch.snapshots.monitor import Snapshot
 from .webhooks import Notifier, Webhook, parse_webhook
-from queuewatch.snapshots.sampler import Sampler
-from queuewatch.adapters.store.sqlite_store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def when(ms: int | None) -> str | None:
     return None if not ms else isotime(datetime.fromtimestamp(ms / 1000, timezone.utc))
 
 
-class Alerting:
+class AlertService:
     def __init__(self, store: StateStore, holder: str = "", configured: list[Webhook] | None = None,
                  notifier: Notifier | None = None) -> None:  # fmt: skip
         self.store = store
@@ -173,10 +173,10 @@ def alert_json(a: Alert) -> dict[str, Any]:
             "started": when(a.started) if a.state == FIRING else None}  # fmt: skip
 
 
-def init_app(app: Flask, sampler: Sampler) -> Alerting:
+def init_app(app: Flask, sampler: Sampler) -> AlertService:
     """Keep the service in ``app.extensions`` and evaluate on the sampler's snapshots while it holds the lease."""
     configured = [parse_webhook(spec) for spec in config.split_specs(app.config.get("WEBHOOK"))]
-    service = Alerting(app.extensions["queuewatch.state"], holder=sampler.holder, configured=configured)
+    service = AlertService(app.extensions["queuewatch.store"], holder=sampler.holder, configured=configured)
     app.extensions["queuewatch.alerts"] = service
 
     def on_snapshot(snapshot: Snapshot) -> None:
@@ -189,7 +189,7 @@ def init_app(app: Flask, sampler: Sampler) -> Alerting:
     return service
 
 
-def _template_helpers(app: Flask, service: Alerting) -> None:
+def _template_helpers(app: Flask, service: AlertService) -> None:
     """What the banner, the queue page's rule form and the alerts page read."""
 
     def firing_alerts() -> list[Alert]:

@@ -19,7 +19,7 @@ that every viewer (and every replica) sees the same thing:
   record says how many chunks are done; a chunk is only counted done after
   the adapter returned.
 
-Who runs it: every dashboard process has a ``Runner`` thread; an operation
+Who runs it (``runner.Runner``): every dashboard process has a runner thread; an operation
 that is counting or running is worked on by whoever holds its lease in the
 store (renewed after every chunk). If that process dies, the lease expires
 and another process, or the same one restarted, takes over from the first
@@ -36,20 +36,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from queuewatch.adapters.errors import AdapterError
-
+from queuewatch.adapters.store import StateStore
 from queuewatch.security import audit
 from queuewatch.snapshots.monitor import Monitor
-from queuewatch.adapters.store.sqlite_store import StateStore
+
 from .triage import Filter
 
 log = logging.getLogger(__name__)
@@ -152,17 +149,17 @@ class Operations:
 
     def _save(self, op: Operation) -> Operation:
         op = replace(op, updated=time.time())
-        self.store.put_op(op.id, op.created, op.dumps())
+        self.store.put_operation(op.id, op.created, op.dumps())
         return op
 
     def get(self, op_id: str) -> Operation:
-        text = self.store.op(op_id) if op_id.isalnum() else None
+        text = self.store.operation(op_id) if op_id.isalnum() else None
         if text is None:
             raise OperationError(f"no operation {op_id!r}: it may have been forgotten (the newest 200 are kept)", 404)
         return Operation.loads(text)
 
     def recent(self, limit: int = 50) -> list[Operation]:
-        return [Operation.loads(text) for text in self.store.ops(limit)]
+        return [Operation.loads(text) for text in self.store.operations(limit)]
 
     def touching(self, backend: str, system: str, queue: str, limit: int = 50) -> list[Operation]:
         """Recent operations on one queue, for its page."""
@@ -211,7 +208,7 @@ class Operations:
             return op
         if op.state == "ready":  # nobody works on it: end it here
             op = self._save(replace(op, state="cancelled", ended_by=user))
-            self.store.drop_op_ids(op.id)
+            self.store.drop_operation_ids(op.id)
             audit.record(f"{op.action} (bulk): discard", **_where(op), user=user, role=None, store=self.store,
                          result=f"operation {op.id}: not confirmed")  # fmt: skip
             return op
@@ -231,180 +228,3 @@ def _where(op: Operation) -> dict[str, Any]:
         backend, system, queue = op.targets[0]
         return {"backend": backend, "system": system, "queue": queue, "ids": "all" if not op.filter else None}
     return {"ids": "all" if not op.filter else None}
-
-
-@dataclass
-class _Counter:
-    """Ids collected while counting, flushed to the store a chunk at a time."""
-
-    ops: Operations
-    op_id: str
-    buffer: list[str] = field(default_factory=list)
-    chunks: int = 0
-    total: int = 0
-
-    def add(self, target: int, ids: Sequence[str]) -> None:
-        for job_id in ids:
-            self.buffer.append(job_id)
-            if len(self.buffer) >= self.ops.chunk:
-                self.flush(target)
-
-    def flush(self, target: int) -> None:
-        if self.buffer:
-            self.ops.store.put_op_ids(self.op_id, self.chunks, f"{target}\n" + "\n".join(self.buffer))
-            self.chunks += 1
-            self.total += len(self.buffer)
-            self.buffer = []
-
-
-class LostLease(Exception):
-    """Another runner took the operation over (this one was too slow to renew)."""
-
-
-class Runner:
-    """The thread that works on counting and running operations, one at a time, in every process."""
-
-    def __init__(self, ops: Operations) -> None:
-        self.ops = ops
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._backoff: dict[str, float] = {}  # operation id → when to try again after an error
-        self.on_chunk: Callable[[Operation], None] | None = None  # tests pause here to kill or cancel mid-way
-
-    def start(self) -> None:
-        if self._thread is None:
-            self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"  # after a fork
-            self._thread = threading.Thread(target=self._run, name="qw-bulk", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.ops.wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            worked = False
-            try:
-                worked = self.step()
-            except Exception:
-                log.exception("bulk operation runner failed")
-            if not worked:
-                self.ops.wake.wait(IDLE_WAIT)
-                self.ops.wake.clear()
-
-    def step(self) -> bool:
-        """Work on one operation that needs it, if its lease is free. True if there was one."""
-        for op in self.ops.recent(50):
-            if op.state not in ("counting", "running") or self._backoff.get(op.id, 0) > time.time():
-                continue
-            holder, _ = self.ops.store.acquire_lease(f"op:{op.id}", self.holder, LEASE_TTL)
-            if holder != self.holder:
-                continue
-            try:
-                op = self.ops.get(op.id)  # as it is now that we hold it
-                if op.runner not in (None, self.holder) and op.state == "running":
-                    op = replace(op, resumed=op.resumed + 1)
-                op = replace(op, runner=self.holder)
-                if op.state == "counting":
-                    self._count(op)
-                elif op.state == "running":
-                    self._execute(op)
-            except LostLease:
-                log.warning("operation %s was taken over by another runner", op.id)
-            except AdapterError as exc:
-                log.warning("operation %s: %s; trying again in %.0f s", op.id, exc, RETRY_WAIT)
-                self._backoff[op.id] = time.time() + RETRY_WAIT
-                current = self.ops.get(op.id)
-                if current.active:
-                    self.ops._save(replace(current, error=f"{type(exc).__name__}: {exc}"[:500]))
-            finally:
-                self.ops.store.release_lease(f"op:{op.id}", self.holder)
-            return True
-        return False
-
-    def _renew(self, op: Operation) -> None:
-        holder, _ = self.ops.store.acquire_lease(f"op:{op.id}", self.holder, LEASE_TTL)
-        if holder != self.holder:
-            raise LostLease(op.id)
-
-    def _cancelled(self, op: Operation) -> bool:
-        who = self.ops.cancelled_by(op.id)
-        if who is None:
-            return False
-        self.ops._save(replace(op, state="cancelled", ended_by=who, error=None))
-        self.ops.store.drop_op_ids(op.id)
-        audit.record(f"{op.action} (bulk): cancel", **_where(op), affected=op.affected, user=who, role=None,
-                     store=self.ops.store, result=f"operation {op.id}: cancelled after {op.processed:,} of "
-                     f"{op.total:,}; {op.affected:,} {op.action}d, the rest left failed")  # fmt: skip
-        self.ops.monitor.changed()
-        return True
-
-    def _count(self, op: Operation) -> None:
-        """Walk every target's failed list and store the ids the selection covers."""
-        flt = Filter.from_args(op.filter)
-        counter = _Counter(self.ops, op.id)
-        op = replace(op, examined=0, listed=None, total=0, chunks=0, error=None)
-        listed: int | None = 0
-        last_save = 0.0
-        for n, (backend, system, queue) in enumerate(op.targets):
-            adapter = self.ops.monitor.adapter(backend, system)
-            cursor: str | None = None
-            previous: set[str] = set()  # ids of the last page: a list that grew at its head repeats a few
-            first = True
-            while True:
-                if flt.active:
-                    page = adapter.failed(queue, adapter.walk_page, cursor)
-                    ids = [job.id for job in page.items if flt.matches(job)]
-                    seen = [job.id for job in page.items]
-                else:
-                    id_page = adapter.failed_ids(queue, max(self.ops.chunk, adapter.walk_page), cursor)
-                    page, ids = id_page, list(id_page.items)  # type: ignore[assignment]
-                    seen = ids
-                if first:
-                    listed = None if listed is None or page.total is None else listed + page.total
-                    first = False
-                counter.add(n, [i for i in ids if i not in previous])
-                previous = set(seen)
-                op = replace(op, examined=op.examined + len(seen), listed=listed, total=counter.total + len(counter.buffer))
-                cursor = page.next_cursor
-                if cursor is None:
-                    break
-                if time.monotonic() - last_save > 0.5:
-                    if self._cancelled(op):
-                        return
-                    self._renew(op)
-                    op = self.ops._save(op)
-                    last_save = time.monotonic()
-            counter.flush(n)
-        if self._cancelled(op):
-            return
-        self._renew(op)
-        self.ops._save(replace(op, state="ready", total=counter.total, chunks=counter.chunks))
-
-    def _execute(self, op: Operation) -> None:
-        """Act on the stored ids, chunk after chunk, from the first not recorded as done."""
-        op = self.ops._save(replace(op, error=None))
-        while op.done_chunks < op.chunks:
-            if self._cancelled(op):
-                return
-            self._renew(op)
-            text = self.ops.store.op_ids(op.id, op.done_chunks) or ""
-            head, _, body = text.partition("\n")
-            ids = [i for i in body.split("\n") if i]
-            if ids:
-                backend, system, queue = op.targets[int(head)]
-                adapter = self.ops.monitor.adapter(backend, system)
-                result = getattr(adapter, op.action)(queue, ids)
-                op = replace(op, affected=op.affected + result.affected, skipped=op.skipped + len(result.not_found))
-            op = self.ops._save(replace(op, done_chunks=op.done_chunks + 1, processed=op.processed + len(ids)))
-            if self.on_chunk is not None:
-                self.on_chunk(op)
-        op = self.ops._save(replace(op, state="done"))
-        self.ops.store.drop_op_ids(op.id)
-        self.ops.monitor.changed()
-        audit.record(f"{op.action} (bulk): done", **_where(op), affected=op.affected, user=op.confirmed_by or op.user,
-                     role=None, store=self.ops.store, result=f"operation {op.id}: {op.affected:,} {op.action}d, "
-                     f"{op.skipped:,} no longer there or not possible")  # fmt: skip

@@ -23,7 +23,7 @@ from queuewatch.adapters.errors import AdapterError
 from queuewatch.security import audit
 
 from . import actions
-from .operations import IDLE_WAIT, LEASE_TTL, RETRY_WAIT, Operation, Operations, _cancel_key, _where
+from .operations import IDLE_WAIT, LEASE_TTL, RETRY_WAIT, Operation, Operations, _where
 from .triage import Filter
 
 log = logging.getLogger(__name__)

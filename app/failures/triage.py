@@ -7,7 +7,7 @@ the rows a filter matches, until it has enough, reaches the end, or runs out
 of its time budget: then it says how far it got (``examined`` of ``total``)
 and where to go on (``next_cursor``), so the answer is never silently partial.
 ``groups`` does the same walk and counts the rows per fingerprint
-(app/fingerprint.py).
+(app/failures/fingerprint.py).
 
 Only reads: every call goes through ``Adapter.failed``, which never writes.
 """

@@ -1,8 +1,8 @@
 """The audit log: who did what to which queue, when, from where, and how it went.
 
-Every action (app/actions.py) and every login attempt is recorded here: one
+Every action (app/failures/actions.py) and every login attempt is recorded here: one
 entry in the state store (the audit page and ``GET /api/v1/audit`` read it
-back, newest first) and one JSON line on the ``queuewatch.security.audit`` logger.
+back, newest first) and one JSON line on the ``queuewatch.audit`` logger.
 Other writes (alert rules, settings) call ``record`` the same way.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from flask import current_app, g, has_request_context, request
 
-from queuewatch.adapters.store.sqlite_store import StateStore
+from queuewatch.adapters.store import StateStore
 
 log = logging.getLogger("queuewatch.audit")
 MAX_IDS = 100  # ids kept per entry; "count" says how many there were
@@ -65,7 +65,7 @@ def record(action: str, *, backend: str | None = None, system: str | None = None
     )  # fmt: skip
     text = json.dumps({k: v for k, v in asdict(entry).items() if k != "id"}, ensure_ascii=False)
     log.info(text)
-    target = store if store is not None else current_app.extensions["queuewatch.state"]
+    target = store if store is not None else current_app.extensions["queuewatch.store"]
     try:
         target.add_audit(text)
     except Exception:  # the action happened; losing its record must not turn it into an error page

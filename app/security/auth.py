@@ -42,7 +42,7 @@ POLICY: tuple[tuple[str, frozenset[str], str], ...] = (
     ("auth.login", ANY, PUBLIC),
     ("auth.logout", ANY, PUBLIC),
     ("health.healthz", ANY, PUBLIC),
-    ("health.metrics", READ, "viewer"),
+    ("metrics.metrics", READ, "viewer"),
     ("audit.*", ANY, "admin"),
     ("openapi.*", READ, "viewer"),
     ("pages.*", READ, "viewer"),
@@ -53,10 +53,10 @@ POLICY: tuple[tuple[str, frozenset[str], str], ...] = (
     ("alerts.*", WRITE, "operator"),
     ("alerts_api.*", READ, "viewer"),
     ("alerts_api.*", WRITE, "operator"),
-    ("ops.*", READ, "viewer"),
-    ("ops.*", WRITE, "operator"),
-    ("ops_api.*", READ, "viewer"),
-    ("ops_api.*", WRITE, "operator"),
+    ("operations.*", READ, "viewer"),
+    ("operations.*", WRITE, "operator"),
+    ("operations_api.*", READ, "viewer"),
+    ("operations_api.*", WRITE, "operator"),
     ("triage.*", READ, "viewer"),
     ("triage_api.*", READ, "viewer"),
 )
@@ -289,7 +289,7 @@ def enforce() -> Any:
     if allows(getattr(g.principal, "role", None), needed):
         return None
     if g.principal is None:
-        machine = request.path.startswith("/api/") or request.endpoint == "health.metrics"
+        machine = request.path.startswith("/api/") or request.endpoint == "metrics.metrics"
         login = url_for("auth.login", next=request.full_path.rstrip("?"))
         if request.headers.get("HX-Request") == "true":
             # A page left open past its session: htmx follows HX-Redirect to the login page.

@@ -2,7 +2,7 @@
 
 Some adapters build knowledge in memory that their backend cannot give back
 later: Celery's last-seen workers (a worker killed with kill -9 sends nothing
-more) and its failure index. ``AdapterStates`` loads it from the state store
+more) and its failure index. ``AdapterMemory`` loads it from the state store
 when the app starts and saves it from the sampler's snapshots when it changed.
 """
 
@@ -17,7 +17,7 @@ from .monitor import Monitor, Snapshot
 log = logging.getLogger(__name__)
 
 
-class AdapterStates:
+class AdapterMemory:
     def __init__(self, monitor: Monitor, store: Any) -> None:
         self.monitor = monitor
         self.store = store
@@ -34,7 +34,7 @@ class AdapterStates:
                 try:
                     raw = self.store.get(self.key(backend.name, cls.system))
                     if raw:
-                        backend.adapter(cls.system).load_state(json.loads(raw))
+                        backend.adapter(cls.system).load_memory(json.loads(raw))
                 except Exception as exc:  # a bad or unreadable state must not stop start-up
                     log.warning("could not restore %s state of %s: %s", cls.system, backend.name, exc)
 
@@ -43,10 +43,10 @@ class AdapterStates:
         for backend in self.monitor.backends.values():
             for adapter in backend.present():
                 key = self.key(backend.name, adapter.system)
-                version = adapter.state_version
+                version = adapter.memory_version
                 if version is not None and self._saved.get(key) == version:
                     continue
-                data = adapter.dump_state()
+                data = adapter.dump_memory()
                 if data is None:
                     continue
                 text = json.dumps(data, separators=(",", ":"))

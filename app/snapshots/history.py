@@ -3,8 +3,7 @@
 Pure logic, no Flask and no I/O, shared by every state store: the retention
 tiers, the point codec, downsampling that keeps min/max/last (so a spike
 survives in a coarse tier), the plan for reading a time range across tiers,
-rates from counter deltas, and the sampler's lease timing. ``recorder.py``
-puts it to work. Times are integer milliseconds since the epoch.
+and rates from counter deltas. ``recorder.py`` puts it to work. Times are integer milliseconds since the epoch.
 """
 
 from __future__ import annotations
@@ -355,30 +354,3 @@ def _failed(key, counts, previous, done_by_queue) -> tuple[float | None, int]:
     if shares and all(f is not None for _, f, _ in shares):
         return sum(f for _, f, _ in shares), RateSource.SHARED_WORKERS
     return None, RateSource.UNKNOWN
-
-
-# -- the sampler's lease ---------------------------------------------------------
-
-
-def lease_ttl(interval: float) -> float:
-    """How long a sampler holds the lease without renewing it (it renews every interval).
-
-    Under two intervals, so that a replica waiting for it to expire takes over
-    within two intervals of the holder's last renewal.
-    """
-    return 1.5 * interval
-
-
-def slot(t: int, interval_ms: int) -> int:
-    """The start of the poll interval ``t`` falls in: a sample's time, so one interval holds one sample."""
-    return t - t % interval_ms
-
-
-def next_wakeup(now: float, interval: float, held: bool, expires_in: float | None) -> float:
-    """Seconds until the sampler should look again: just after the next interval
-    starts, or, for a replica waiting on someone else's lease, when it expires."""
-    phase = min(0.05, interval * 0.02)  # a little past the boundary, so the slot is the new one
-    until_slot = (phase - now % interval) % interval or interval
-    if held or expires_in is None:
-        return until_slot
-    return max(0.01, min(until_slot, expires_in + 0.02))

@@ -9,6 +9,7 @@ interval holds one sample however many processes sample.
 
 from __future__ import annotations
 
+
 def lease_ttl(interval: float) -> float:
     """How long a sampler holds the lease without renewing it (it renews every interval).
 

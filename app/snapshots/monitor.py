@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 from queuewatch.adapters.backends import Backend, connect
 from queuewatch.adapters.base import Adapter, QueueStats, Worker
 from queuewatch.adapters.errors import AdapterError, BackendUnavailable, NotFound
-
 from queuewatch.config import BackendSpec
 
 T = TypeVar("T")

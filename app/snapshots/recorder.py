@@ -15,10 +15,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from queuewatch.adapters.store import StateStore
+
 from . import history
 from .history import TIERS, Bucket, QueueCounts, Tier, WorkerCounts
 from .monitor import Snapshot
-from queuewatch.adapters.store.sqlite_store import StateStore
 
 # Rates over a longer gap than this (a sampler that lost and regained the
 # lease) would average over time nobody watched: they start afresh instead.

@@ -21,10 +21,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import history
+from queuewatch.adapters.store import StateStore
+
+from . import lease
 from .monitor import Monitor, Snapshot
 from .recorder import Recorder
-from queuewatch.adapters.store.sqlite_store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class Sampler:
         if self.store is None:
             return True, None
         try:
-            holder, left = self.store.acquire_lease(LEASE, self.holder, history.lease_ttl(self.interval))
+            holder, left = self.store.acquire_lease(LEASE, self.holder, lease.lease_ttl(self.interval))
         except Exception as exc:  # the store is down: nobody can record; pages still work
             if str(exc) != self._store_error:  # once per outage, not once per interval
                 log.warning("state store %s unavailable, not sampling: %s", self.store.location, exc)
@@ -99,7 +100,7 @@ class Sampler:
     def tick(self, t: int | None = None) -> Snapshot:
         """Take the snapshot of the interval starting at ``t`` (ms), record it, run upkeep."""
         if t is None:
-            t = history.slot(int(time.time() * 1000), self._interval_ms())
+            t = lease.slot(int(time.time() * 1000), self._interval_ms())
         snapshot = self.monitor.refresh()
         self.monitor.maintain(budget_seconds=max(0.2, self.interval / 2))
         # Check the lease again: a tick slower than the lease may have lost it.
@@ -124,11 +125,11 @@ class Sampler:
             held, left = self.try_lease()
             try:
                 if held:
-                    self.tick(history.slot(int(started * 1000), self._interval_ms()))
+                    self.tick(lease.slot(int(started * 1000), self._interval_ms()))
                 else:
                     # Indexes kept by maintain() (Arq results, Celery events) live in
                     # each process's memory: every process serving pages keeps its own.
                     self.monitor.maintain(budget_seconds=max(0.2, self.interval / 2))
             except Exception:
                 log.exception("sampler tick failed")
-            self._stop.wait(history.next_wakeup(time.time(), self.interval, held, left))
+            self._stop.wait(lease.next_wakeup(time.time(), self.interval, held, left))

@@ -7,12 +7,11 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, flash, jsonify, redirect, render_template, request, url_for
 
 from queuewatch.alerts import rules as alerts
-
+from queuewatch.alerts.service import AlertService, alert_json
+from queuewatch.alerts.webhooks import parse_webhook
 from queuewatch.security import audit
 
 from . import htmx
-from queuewatch.alerts.service import Alerting, alert_json
-from queuewatch.alerts.webhooks import parse_webhook
 from .errors import json_error
 from .params import BadRequest, json_body, safe_next
 
@@ -37,7 +36,7 @@ bp.after_request(audit_write)
 api.after_request(audit_write)
 
 
-def service() -> Alerting:
+def service() -> AlertService:
     return current_app.extensions["queuewatch.alerts"]
 
 

@@ -13,8 +13,7 @@ from queuewatch.snapshots import history
 
 from . import listing, monitor, recorder
 from . import shapes as serialize
-from .params import (fields_arg, json_body, minutes_arg, page_limit, points_arg, selection, series_arg,
-                     since_arg)  # fmt: skip
+from .params import fields_arg, json_body, minutes_arg, page_limit, points_arg, selection, series_arg, since_arg
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 QUEUE = "/queues/<backend>/<system>/<path:queue>"

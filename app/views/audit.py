@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from queuewatch.security import audit
+
 from .params import BadRequest, page_limit
 
 bp = Blueprint("audit", __name__)
@@ -14,7 +15,7 @@ def _page() -> tuple[list[audit.Entry], str | None, int, str | None]:
     limit = page_limit(request.args.get("limit"), 50)
     cursor = request.args.get("cursor") or None
     try:
-        found, next_cursor = audit.entries(current_app.extensions["queuewatch.state"], limit, cursor)
+        found, next_cursor = audit.entries(current_app.extensions["queuewatch.store"], limit, cursor)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     return found, next_cursor, limit, cursor

@@ -17,7 +17,6 @@ from queuewatch.adapters.base import QueueStats
 
 from .params import BadRequest
 
-
 SYSTEMS = SYSTEM_NAMES
 # state filter -> (label, test); "alerting" is answered from the alert service instead.
 QUEUE_STATES: dict[str, tuple[str, Callable[[QueueStats], bool]]] = {

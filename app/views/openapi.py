@@ -12,6 +12,10 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
+from queuewatch.adapters.backends import BACKENDS, SYSTEM_NAMES
+
+from .listing import QUEUE_STATES
+
 bp = Blueprint("openapi", __name__)
 
 
@@ -35,7 +39,7 @@ STRS = {"type": "array", "items": STR}
 
 SCHEMAS: dict[str, Any] = {
     "Error": _obj(("error",), error=_obj(("code", "message"), code=STR, message=STR)),
-    "Backend": _obj(("name", "kind", "url", "status"), name=STR, kind={"type": "string", "enum": ["redis", "rabbitmq"]},
+    "Backend": _obj(("name", "kind", "url", "status"), name=STR, kind={"type": "string", "enum": list(BACKENDS)},
                     url=STR, status={"type": "string", "enum": ["up", "down"]}, error=NSTR, systems=STRS),
     "Queue": _obj(("backend", "system", "name"), backend=STR, system=STR, name=STR, depth=NINT, in_progress=NINT,
                   scheduled=NINT, failed=NINT, workers=NINT, oldest_age_seconds={"type": "number", "nullable": True}),
@@ -57,13 +61,13 @@ HISTORY = [{"name": "minutes", "in": "query", "schema": {"type": "number"}},
            {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
            {"name": "points", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}]
 OPEN = {"type": "object", "additionalProperties": True}
-# GET /api/v1/queues narrowed like the overview's table (app/views/pages.py); without any of these, every queue.
+# GET /api/v1/queues narrowed like the overview's table (app/views/listing.py); without any of these, every queue.
 QUEUE_LISTING = [
     {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 200},
      "description": "case-insensitive substring of the queue's name, backend or system"},
-    {"name": "system", "in": "query", "schema": {"type": "string", "enum": ["rq", "celery", "dramatiq", "arq", "amqp"]}},
+    {"name": "system", "in": "query", "schema": {"type": "string", "enum": list(SYSTEM_NAMES)}},
     {"name": "backend", "in": "query", "schema": STR, "description": "a configured backend's name"},
-    {"name": "state", "in": "query", "schema": {"type": "string", "enum": ["failing", "backlog", "no-workers", "alerting"]},
+    {"name": "state", "in": "query", "schema": {"type": "string", "enum": list(QUEUE_STATES)},
      "description": "failing: failed > 0; backlog: waiting > 0; no-workers: waiting > 0 and no live worker; alerting: an alert firing"},
     {"name": "sort", "in": "query", "schema": {"type": "string", "pattern": "^-?(name|system|backend|depth|in_progress|scheduled|failed|workers|oldest)$"},
      "description": "a leading - sorts descending; unknown (null) counts sort last either way"},
@@ -73,7 +77,7 @@ QUEUE_LISTING = [
     {"name": "per", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
 ]
 
-# A failed-jobs filter (app/triage.py Filter), as query parameters or a JSON object.
+# A failed-jobs filter (app/failures/triage.py Filter), as query parameters or a JSON object.
 FILTER = [{"name": n, "in": "query", "schema": {"type": "string", "maxLength": 200}, "description": d} for n, d in (
     ("function", "case-insensitive substring of the function name"), ("exception", "case-insensitive substring of the exception type"),
     ("q", "case-insensitive substring of id, function, exception, message or arguments"),
@@ -122,16 +126,16 @@ DETAILS: dict[str, tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, 
     "alerts_api.put_webhooks": ([], _obj(("webhooks",), webhooks={"type": "array", "items": _obj(("url",), url=STR,
                                     format={"type": "string", "enum": ["json", "slack"]})}), OPEN),
     "alerts_api.post_test": ([], {"type": "object"}, _obj(("results",), results={"type": "array", "items": OPEN})),
-    # Failure triage and bulk operations (app/triage.py, app/bulk.py).
+    # Failure triage and bulk operations (app/failures/triage.py, app/failures/operations.py).
     "triage_api.api_failures": (FILTER, None, GROUPING),
     "triage_api.api_queue_groups": (FILTER, None, GROUPING),
-    "ops_api.api_start": ([], _obj(("action",), action={"type": "string", "enum": ["requeue", "delete"]}, backend=STR, system=STR,
+    "operations_api.api_start": ([], _obj(("action",), action={"type": "string", "enum": ["requeue", "delete"]}, backend=STR, system=STR,
                                    queue=STR, scope={"type": "string", "enum": ["everywhere"]},
                                    filter=_obj(**{p["name"]: p["schema"] for p in FILTER})), OPERATION),
-    "ops_api.api_index": ([], None, _obj(("operations",), operations={"type": "array", "items": OPERATION})),
-    "ops_api.api_show": ([], None, OPERATION),
-    "ops_api.api_confirm": ([], _obj(("total",), total=INT), OPERATION),
-    "ops_api.api_cancel": ([], None, OPERATION),
+    "operations_api.api_index": ([], None, _obj(("operations",), operations={"type": "array", "items": OPERATION})),
+    "operations_api.api_show": ([], None, OPERATION),
+    "operations_api.api_confirm": ([], _obj(("total",), total=INT), OPERATION),
+    "operations_api.api_cancel": ([], None, OPERATION),
 }
 
 ERRORS = {str(code): {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}

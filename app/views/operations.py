@@ -1,4 +1,4 @@
-"""Bulk operations (app/bulk.py) in the browser and in the API.
+"""Bulk operations (app/failures/operations.py) in the browser and in the API.
 
 Pages: ``POST /operations`` starts counting what a form selected (all failed
 jobs of a queue, or those a filter or group matches, or a group across every
@@ -18,12 +18,12 @@ from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect,
 
 from queuewatch.failures.operations import Operation, Operations, Target
 from queuewatch.failures.triage import Filter
-from . import htmx
-from . import monitor
+
+from . import htmx, monitor
 from .params import BadRequest, json_body
 
-bp = Blueprint("ops", __name__)
-api = Blueprint("ops_api", __name__, url_prefix="/api/v1")
+bp = Blueprint("operations", __name__)
+api = Blueprint("operations_api", __name__, url_prefix="/api/v1")
 
 
 def operations() -> Operations:
@@ -72,7 +72,7 @@ def start() -> Response:
     form = request.form
     flt = Filter.from_args({k: v for k, v in form.items() if k in Filter.PARAMS.values()})
     op = operations().create(form.get("action", ""), _targets(form), flt, _user())
-    return redirect(url_for("ops.show", op_id=op.id), code=303)
+    return redirect(url_for("operations.show", op_id=op.id), code=303)
 
 
 @bp.get("/operations")
@@ -93,7 +93,7 @@ def confirm(op_id: str) -> Response:
         raise BadRequest("confirm the count shown: total must be a whole number")
     op = operations().confirm(op_id, int(raw), _user())
     flash(f"{op.action.capitalize()} of {op.total:,} jobs started.", "success")
-    return redirect(url_for("ops.show", op_id=op.id), code=303)
+    return redirect(url_for("operations.show", op_id=op.id), code=303)
 
 
 @bp.post("/operations/<op_id>/cancel")
@@ -101,7 +101,7 @@ def cancel(op_id: str) -> Response:
     op = operations().cancel(op_id, _user())
     flash("Discarded." if op.state == "cancelled" else "Cancelling: the chunk in flight finishes, the rest stay failed."
           if op.active else f"Nothing to cancel: the operation is {op.state}.", "warning")  # fmt: skip
-    return redirect(url_for("ops.show", op_id=op.id), code=303)
+    return redirect(url_for("operations.show", op_id=op.id), code=303)
 
 
 # -- API -------------------------------------------------------------------------

@@ -7,12 +7,12 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from queuewatch.adapters.decoding import payload
 from queuewatch.adapters.base import FailedJob, JobDetail, QueueStats, Worker
-
-from .jinja import isotime
+from queuewatch.adapters.decoding import payload
 from queuewatch.snapshots.history import Bucket, RateSource
 from queuewatch.snapshots.monitor import BackendStatus
+
+from .jinja import isotime
 
 
 def _time(moment: datetime | None) -> str | None:

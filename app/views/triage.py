@@ -5,7 +5,7 @@
 an inspection, which the operator asks for by opening that page).
 ``GET /queues/.../groups`` is one queue's groups, as a fragment its page loads.
 The API answers the same as JSON. Every grouping walks the lists within a time
-budget (app/triage.py), says when the answer is partial, and is shared by
+budget (app/failures/triage.py), says when the answer is partial, and is shared by
 every viewer for ``CACHE_SECONDS``.
 """
 
@@ -15,13 +15,11 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, request, url_for
 
-from . import htmx
-
-from . import shapes as serialize
-
 from queuewatch.failures import triage
 from queuewatch.failures.triage import Filter, Grouping
-from . import monitor
+
+from . import htmx, monitor
+from . import shapes as serialize
 from .operations import failing_targets
 
 bp = Blueprint("triage", __name__)
