@@ -46,6 +46,31 @@ def unavailable(message: str) -> NoReturn:
     pytest.skip(message)
 
 
+def wait_for(condition, timeout: float = 20.0, *, what: str = "the condition", step: float = 0.02):  # type: ignore[no-untyped-def]
+    """Poll ``condition`` until it answers something true, and return that; fail after ``timeout`` seconds.
+    What every test waits with, instead of sleeping a fixed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(step)
+
+
+def samples_taken(base: str, queue_path: str) -> int:
+    """How many samples the dashboard at ``base`` has recorded of a queue in the last hour."""
+    return len(get_json(f"{base}/api/v1/queues/{queue_path}/history?minutes=60")["points"])  # type: ignore[index]
+
+
+def wait_for_samples(base: str, queue_path: str, more: int, timeout: float = 30.0) -> None:
+    """Wait until the dashboard's sampler has recorded ``more`` further intervals of a queue:
+    for checks that something did NOT happen over several intervals."""
+    start = samples_taken(base, queue_path)
+    wait_for(lambda: samples_taken(base, queue_path) >= start + more, timeout, what=f"{more} more samples of {queue_path}")
+
+
 def require_service(port: int, what: str) -> None:
     if not port_open(port):
         unavailable(f"{what} is not running on 127.0.0.1:{port} (make test starts it)")
@@ -222,8 +247,9 @@ def get_json(url: str) -> object:
         return json.load(answer)
 
 
-@pytest.fixture
-def browser(tmp_path: Path):
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium for the whole run (starting one costs about a second)."""
     if not os.path.exists(CHROMIUM):
         unavailable(f"{CHROMIUM} is missing (apt-get install chromium; make test installs it)")
     from playwright.sync_api import sync_playwright
@@ -232,6 +258,14 @@ def browser(tmp_path: Path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def browser(chromium):
+    """The shared Chromium; every page (and its context) a test opened is closed after it."""
+    yield chromium
+    for context in list(chromium.contexts):
+        context.close()
 
 
 @pytest.fixture
@@ -244,3 +278,9 @@ def shots(tmp_path: Path) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "redis_db(n): the Redis database number the test uses")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests last, together: they share one Chromium, and Playwright's event loop,
+    once started, would stop the asyncio tests (Arq's client) that come after them."""
+    items.sort(key=lambda item: "chromium" in getattr(item, "fixturenames", ()))

@@ -130,7 +130,8 @@ class AdapterContract:
         self, adapter: Adapter, jobs: JobFactory, tmp_path: Path
     ) -> None:
         """The bulk path the browser takes ("Requeue all…"), through this adapter, in chunks of two."""
-        from queuewatch.failures.operations import Operations, Runner
+        from queuewatch.failures.operations import Operations
+        from queuewatch.failures.runner import Runner
         from queuewatch.adapters.store.sqlite_store import SQLiteStateStore
         from queuewatch.failures.triage import Filter
 

@@ -166,7 +166,7 @@ def test_a_replica_that_re_evaluates_a_transition_already_claimed_does_not_notif
     same transition from the same stored state, its claim fails, nothing is sent twice."""
     client.put(RULE, json={"max_depth": 5})
     tick(app)  # the rule's alert exists, ok
-    store = app.extensions["queuewatch.state"]
+    store = app.extensions["queuewatch.store"]
     before = store.alert_states()
     for i in range(10):
         rq.Queue("emails", connection=r).enqueue(rq_tasks.add, i, i)

@@ -9,14 +9,13 @@ $QUEUEWATCH_SCREENSHOTS (docs/screenshots when refreshing the docs) or a temp di
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import rq
 import rq_tasks
-from conftest import get_json, run_rq_worker, serve_queuewatch
+from conftest import get_json, run_rq_worker, serve_queuewatch, wait_for_samples
 from playwright.sync_api import expect
 from webhook_receiver import Receiver, webhook_receiver
 
@@ -88,7 +87,7 @@ def test_a_threshold_set_in_the_browser_fires_notifies_once_and_resolves_once(br
 
             page.get_by_role("button", name="Send test notification").click()
             expect(page.locator(".flash-success")).to_contain_text("Test sent to " + receiver.url)
-            time.sleep(3)  # several more intervals: nothing is sent again
+            wait_for_samples(base, "redis/rq/emails", 3)  # three more intervals evaluated: nothing is sent again
             assert (len(receiver.events("firing")), len(receiver.events("resolved")), len(receiver.events("test"))) == (1, 1, 1)
         finally:
             page.close()
@@ -98,5 +97,5 @@ def test_a_threshold_set_in_the_browser_fires_notifies_once_and_resolves_once(br
         rules = get_json(base + "/api/v1/alerts/rules")["rules"]
         assert [(x["backend"], x["system"], x["queue"], x["max_depth"], x["for_seconds"]) for x in rules] == [
             ("redis", "rq", "emails", 5, 1)]  # fmt: skip
-        time.sleep(2.5)
+        wait_for_samples(base, "redis/rq/emails", 2)  # the new process evaluated the rule twice: nothing sent
     assert (len(receiver.events("firing")), len(receiver.events("resolved"))) == (1, 1)

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import pika
 import pika.exceptions
 import pytest
-from conftest import csrf_token, free_port, port_open, require_service
+from conftest import csrf_token, free_port, port_open, require_service, wait_for
 from contract import AdapterContract, JobFactory
 from pages import counts, number, table_rows
 
@@ -177,15 +177,6 @@ class AMQPJobs(JobFactory):
 
     def digest(self) -> object:
         return rabbit_digest(self.url, [self.queue, self.dlq])
-
-
-def wait_for(condition, timeout: float = 10.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.fixture

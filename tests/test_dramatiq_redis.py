@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import csrf_token, redis_digest, start_queuewatch
+from conftest import csrf_token, redis_digest, start_queuewatch, wait_for
 from contract import AdapterContract, JobFactory, MaintainedAdapterContract
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
@@ -168,8 +168,8 @@ def test_workers_come_from_heartbeats_and_die_by_the_timeout(r, redis_url, tmp_p
     run_worker("redis", redis_url, ["naps"], jobs.record, busy)
     assert seen["worker"].alive and seen["worker"].queues == ("naps",) and seen["worker"].last_heartbeat
     assert (seen["queue"].workers, seen["queue"].in_progress) == (1, 1)
-    time.sleep(1.6)
-    [gone] = [w for w in adapter.workers() if w.name == seen["worker"].name]
+    [gone] = wait_for(lambda: [w for w in adapter.workers() if w.name == seen["worker"].name and not w.alive], 5,
+                      what="the stopped worker to be shown dead")  # fmt: skip
     assert (gone.alive, gone.state) == (False, "dead")
     assert len(recorded(jobs.record)) == 1  # the worker finished its nap before it stopped
 

@@ -18,7 +18,7 @@ import pytest
 import redis
 import rq
 import rq_tasks
-from conftest import REDIS_HOST, REDIS_PORT, CommandCounter, get_json, start_queuewatch
+from conftest import CommandCounter, REDIS_HOST, REDIS_PORT, get_json, start_queuewatch, wait_for
 
 from queuewatch.snapshots import history
 from queuewatch.adapters.store.redis_store import RedisStateStore
@@ -85,7 +85,9 @@ def test_three_gunicorn_workers_take_exactly_one_sample_per_queue_per_interval(t
     state = tmp_path / "state.sqlite3"
     with dashboard(tmp_path, "--workers", "3", "--redis", redis_url, "--rabbitmq", "none", "--state", str(state)) as (proc, base):
         holder = wait_for_holder(base)["holder"]
-        time.sleep(2 * POLL)  # the other two workers are up and competing
+        # the other two workers are up and competing
+        wait_for(lambda: len(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()) == 3,
+                 what="three gunicorn workers")  # fmt: skip
         start = int(time.time() * 1000)
         with CommandCounter(7) as counter:
             time.sleep(6 * POLL)
