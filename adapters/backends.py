@@ -231,6 +231,7 @@ class RabbitBackend(Backend):
         super().__init__(name=name, url=url)
         self.system_options = system_options or {}
         self.timeout = timeout
+        self.version: tuple[int, ...] | None = None  # the broker's, learned at each probe
         self.management = ManagementAPI.for_amqp_url(url, management_url, timeout=min(timeout, 2.0))
         self.directory = QueueDirectory(self.management, queues=queues, dead_letter_queues=dead_letter_queues)
 
@@ -241,6 +242,9 @@ class RabbitBackend(Backend):
         params.stack_timeout = self.timeout
         params.connection_attempts = 1
         params.retry_delay = 0
+        # A connection that stalls once open (nothing moves) is only noticed through
+        # missed heartbeats: short ones end a stuck read in seconds, not minutes.
+        params.heartbeat = max(2, int(2 * self.timeout))
         return params
 
     @contextlib.contextmanager
@@ -248,8 +252,8 @@ class RabbitBackend(Backend):
         """A short-lived AMQP connection; pika connections are not thread-safe."""
         try:
             conn = pika.BlockingConnection(self.parameters())
-        except (pika.exceptions.AMQPError, OSError) as exc:
-            raise BackendUnavailable(f"RabbitMQ {self.redacted_url} is unreachable: {exc!r}") from exc
+        except Exception as exc:  # AMQPError, OSError, and pika's connector errors that are neither (a stalled handshake)
+            raise BackendUnavailable(f"RabbitMQ {self.redacted_url} is unreachable: {_describe(exc)}") from exc
         try:
             yield conn
         finally:
@@ -281,12 +285,20 @@ class RabbitBackend(Backend):
         return cls(backend=self.name, rabbit=self, **self.system_options.get(cls.system, {}))  # type: ignore[call-arg]
 
     def probe(self) -> list[Adapter]:
-        with self.connection():
-            pass
+        from queuewatch.adapters.rabbitmq.amqp import server_version
+
+        with self.connection() as conn:
+            self.version = server_version(conn)
         self.directory.listing()  # one listing, shared by every adapter's detect()
         found = [cls for cls in self.adapter_classes if cls.detect(self)]  # type: ignore[attr-defined]
         self._present = {cls.system for cls in found}
         return [self.adapter(cls.system) for cls in found]
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one short line, without what pika appends (socket tuples, passwords in URLs)."""
+    text = str(exc).split("'", 1)[0].strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
 
 
 BACKENDS: dict[str, type[Backend]] = {"redis": RedisBackend, "rabbitmq": RabbitBackend}

@@ -11,12 +11,12 @@ at-least-once, never lossy. Counts cost O(1) per queue; lists cost O(page).
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, ClassVar, Generic, TypeVar, Union
 
-from .errors import NotFound
+from .errors import NotFound, Unsupported
 
 T = TypeVar("T")
 
@@ -166,6 +166,40 @@ class Page(Generic[T]):
     offset: int = 0  # rank of the first item, where the list has ranks
 
 
+class Inspection:
+    """What one inspection of a queue read: on RabbitMQ its first messages, taken
+    unacknowledged and given back in place, which raises their delivery counts.
+    Pages and job details are cut from what it holds, without reading again, so
+    a page that shows an inspection can refresh as often as it likes."""
+
+    def __init__(self, queue: str, rows: Sequence[FailedJob], total: int | None, detail: Callable[[str], JobDetail], *,
+                 truncated: bool = False, notes: Sequence[str] = ()) -> None:  # fmt: skip
+        self.queue = queue
+        self.taken_at = datetime.now(timezone.utc)
+        self.rows = tuple(rows)  # newest first
+        self.total = total  # in the queue when it was read; None: unknown (a shared DLQ read in part)
+        self.truncated = truncated  # more messages than were read
+        self.notes = tuple(notes)
+        self._detail = detail
+
+    def page(self, cursor: str | None, limit: int) -> Page[FailedJob]:
+        """One page of the rows read, newest first; cursors are offsets. Raises NotFound for a bad cursor."""
+        if cursor in (None, ""):
+            offset = 0
+        elif cursor.isdigit():  # type: ignore[union-attr]
+            offset = int(cursor)  # type: ignore[arg-type]
+        else:
+            raise NotFound(f"cursor {cursor!r} is not one this inspection gave out")
+        end = offset + limit
+        return Page(self.rows[offset:end], self.total if self.total is not None else None,
+                    str(end) if end < len(self.rows) else None, str(max(0, offset - limit)) if offset > 0 else None,
+                    offset)  # fmt: skip
+
+    def detail(self, job_id: str) -> JobDetail:
+        """One message read, in full. Raises NotFound."""
+        return self._detail(job_id)
+
+
 @dataclass(frozen=True)
 class ActionResult:
     """What a requeue, delete or purge did."""
@@ -216,6 +250,23 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def failed(self, queue: str, limit: int, cursor: str | None = None) -> Page[FailedJob]:
         """Failed jobs of ``queue``, newest first, one page from ``cursor``."""
+
+    def inspects(self, queue: str) -> bool:
+        """Whether reading ``queue``'s failed list (or a job in it) is an inspection: it takes
+        messages from a RabbitMQ queue and gives them back, which RabbitMQ counts as a delivery
+        (a quorum queue may drop a message read too often). The views then read it only when
+        the operator asks, with a POST (``inspect``), never on a page view or a refresh."""
+        return False
+
+    def inspection_warning(self, queue: str) -> str | None:
+        """What the operator must read before inspecting ``queue`` (a quorum queue's delivery
+        limit), or None. A cheap read: no message is taken."""
+        return None
+
+    def inspect(self, queue: str) -> Inspection:
+        """Read ``queue``'s failed list once, for the operator who asked. Raises Unsupported
+        where reading it is no inspection (``failed`` is read on every page view instead)."""
+        raise Unsupported(f"{self.label} queue {queue!r} is read without an inspection")
 
     def failed_ids(self, queue: str, limit: int, cursor: str | None = None) -> Page[str]:
         """The ids of a page of ``failed``, same order and cursors: what a bulk action counts.

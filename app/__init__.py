@@ -16,6 +16,7 @@ from queuewatch.adapters.store import open_store, secret_key
 
 from . import config, views
 from .alerts import service as alerting
+from .failures.inspections import HeldInspections
 from .failures.operations import Operations
 from .failures.runner import Runner
 from .security import auth, csrf, headers
@@ -67,6 +68,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     runner = Runner(operations)
     app.extensions["queuewatch.operations"] = operations
     app.extensions["queuewatch.runner"] = runner
+    app.extensions["queuewatch.inspections"] = HeldInspections()
 
     auth.init_app(app)  # before csrf: who you are (401) is answered before whether the form is ours (403)
     csrf.init_app(app)

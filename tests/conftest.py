@@ -134,6 +134,13 @@ def csrf_token(client) -> str:
         return session["csrf"]
 
 
+def inspect_queue(client, queue_path: str) -> str:
+    """Inspect a RabbitMQ queue's dead letters through the API, as an operator asks to (a POST); its id."""
+    answer = client.post(f"/api/v1/queues/{queue_path}/inspect", json={"confirm": True})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return answer.get_json()["inspection"]["id"]
+
+
 def redis_digest(client: redis.Redis) -> dict[bytes, str]:
     """Every key's type, value (DUMP) and whether it has a TTL: equal digests mean nothing was written."""
     digest = {}

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import pika
 import pika.exceptions
 import pytest
-from conftest import csrf_token, free_port, port_open, require_service, wait_for
+from conftest import csrf_token, free_port, inspect_queue, port_open, require_service, wait_for
 from contract import AdapterContract, JobFactory
 from pages import counts, number, table_rows
 
@@ -364,7 +364,10 @@ def test_without_the_management_api_it_works_from_configuration_and_x_death(vhos
     before = {q.name: q for q in adapter.queues()}
     assert set(before) == {"orders", "orders.dlq"} and before["orders"].in_progress is None
     assert before["orders.dlq"].depth == 3
-    # The DLQ's x-death headers say where its messages died: reading it links the two.
+    # Nothing links the two until the operator inspects the DLQ (no other queue is read to find out):
+    assert adapter.failed("orders", limit=10).items == () and not adapter.inspects("orders")
+    # then its x-death headers say where its messages died.
+    adapter.inspect("orders.dlq")
     assert [j.id for j in adapter.failed("orders", limit=10).items] == ["order-3", "order-2", "order-1"]
     assert adapter.queue("orders").links == (("dead letters", "orders.dlq"),) and adapter.queue("orders").failed == 3
     assert adapter.requeue("orders", ["order-2"]).affected == 1
@@ -413,9 +416,10 @@ def test_counts_on_the_page_and_in_the_api_equal_what_rabbitmq_holds(vhost, rabb
 def test_a_dead_letter_redriven_through_the_api_reaches_its_worker(vhost, rabbit_client) -> None:
     jobs = AMQPJobs(vhost, "orders")
     [first, second] = jobs.failed(2)
-    detail = rabbit_client.get(f"/api/v1/queues/{q_path('orders', 'amqp')}/jobs/{first}").get_json()
+    seen = inspect_queue(rabbit_client, q_path("orders", "amqp"))
+    detail = rabbit_client.get(f"/api/v1/queues/{q_path('orders', 'amqp')}/jobs/{first}?inspection={seen}").get_json()
     assert detail["error_type"] == "rejected" and detail["details"]["x-death 1"].startswith("reason rejected")
-    page = rabbit_client.get(f"/queues/{q_path('orders', 'amqp')}/jobs/{first}").get_data(as_text=True)
+    page = rabbit_client.get(f"/queues/{q_path('orders', 'amqp')}/jobs/{first}?inspection={seen}").get_data(as_text=True)
     assert "x-death 1" in page and "redelivered" in page
     answer = rabbit_client.post(f"/api/v1/queues/{q_path('orders', 'amqp')}/failed/requeue", json={"ids": [first]})
     assert answer.get_json() == {"requeued": 1, "not_found": []}

@@ -18,6 +18,7 @@ from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq_tasks import recorded, run_worker
 from pages import counts, number, table_rows
+from conftest import inspect_queue
 from test_amqp_adapter import channel, closed_management, messages, new_vhost, q_path, rabbit_app, rabbit_digest, ready, wait_for
 from test_dramatiq_redis import dashboard, post_in_background
 
@@ -220,7 +221,8 @@ def test_a_message_requeued_through_the_api_is_run_by_a_real_worker(vhost, rabbi
     assert answer.get_json() == {"requeued": 1, "not_found": ["nope"]}
     jobs.run_worker()
     assert jobs.succeeded(first) and not jobs.succeeded(second)
-    detail = rabbit_client.get(f"/queues/{q_path('ui', 'dramatiq')}/jobs/{second}").get_data(as_text=True)
+    seen = inspect_queue(rabbit_client, q_path("ui", "dramatiq"))
+    detail = rabbit_client.get(f"/queues/{q_path('ui', 'dramatiq')}/jobs/{second}?inspection={seen}").get_data(as_text=True)
     assert "FileNotFoundError" in detail and "x-death reason" in detail
 
 

@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING, Any
 import pika.exceptions
 import redis
 
-from queuewatch.adapters.base import ActionResult, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
+from queuewatch.adapters.base import Inspection, ActionResult, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
 from queuewatch.adapters.decoding.payload import render
 from queuewatch.adapters.errors import NotFound, Unsupported
 from queuewatch.adapters.rabbitmq.amqp import (ConfirmedPublisher, Delivery, amqp_errors, deaths, declare_counts, inspection_note,
                                                origin_queue)  # fmt: skip
-from queuewatch.adapters.rabbitmq.dead_letters import WINDOW, DeadLetterQueue, Redrive, message_identity, purge_queue
+from queuewatch.adapters.rabbitmq.dead_letters import WINDOW, DeadLetterQueue, Redrive, Window, message_identity, purge_queue
 from queuewatch.adapters.rabbitmq.management import QueueDirectory, QueueInfo  # fmt: skip
 from queuewatch.adapters.rabbitmq.plain_queues import PROPERTIES, topic_matches
 
@@ -203,19 +203,30 @@ class CeleryRabbitAdapter(CeleryAdapterBase):
         topo = self.topology()
         return DeadLetterQueue(self.rabbit, queue, identify=_celery_id, limit=self.inspect_limit) if queue in topo.sources else None
 
-    def failed(self, queue: str, limit: int, cursor: str | None = None) -> Page[FailedJob]:
+    def inspects(self, queue: str) -> bool:
+        return self._dlq(queue) is not None  # a dead-letter queue; other queues' failures are results in Redis
+
+    def inspection_warning(self, queue: str) -> str | None:
+        info = next((q for q in self.rabbit.directory.listing() or () if q.name == queue), None)
+        return inspection_note(info.type, self.rabbit.version, info.arguments) if info is not None else None
+
+    def inspect(self, queue: str) -> Inspection:
         dlq = self._dlq(queue)
         if dlq is None:
+            return super().inspect(queue)
+        return dlq.inspect(_dead_row, lambda window, job_id, d: self._detail(queue, window, job_id, d))
+
+    def failed(self, queue: str, limit: int, cursor: str | None = None) -> Page[FailedJob]:
+        if self._dlq(queue) is None:
             return super().failed(queue, limit, cursor)
-        page = dlq.page(dlq.window(), cursor, limit)
-        return Page(tuple(_dead_row(i, d) for i, d in page.items), page.total, page.next_cursor, page.prev_cursor, page.offset)
+        return self.inspect(queue).page(cursor, limit)  # an inspection each call (the views hold one instead)
 
     def job(self, queue: str, job_id: str) -> JobDetail:
-        dlq = self._dlq(queue)
-        if dlq is None:
+        if self._dlq(queue) is None:
             return super().job(queue, job_id)
-        window = dlq.window()
-        delivery = dlq.find(job_id, window)
+        return self.inspect(queue).detail(job_id)
+
+    def _detail(self, queue: str, window: Window, job_id: str, delivery: Delivery) -> JobDetail:
         row, message = _dead_row(job_id, delivery), from_amqp(delivery.body, delivery.properties)
         props = delivery.properties
         details = [("dead-letter queue", queue), ("position", f"{delivery.position + 1:,} of {window.ready:,}")]

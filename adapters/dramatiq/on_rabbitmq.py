@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import pika
 from pika.adapters.blocking_connection import BlockingConnection
 
-from queuewatch.adapters.base import ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
+from queuewatch.adapters.base import Inspection, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
 from queuewatch.adapters.errors import NotFound
-from queuewatch.adapters.rabbitmq.amqp import Delivery, amqp_errors, deaths, declare_counts
-from queuewatch.adapters.rabbitmq.dead_letters import WINDOW, DeadLetterQueue, Redrive, message_identity, purge_queue
+from queuewatch.adapters.rabbitmq.amqp import Delivery, amqp_errors, deaths, declare_counts, inspection_note
+from queuewatch.adapters.rabbitmq.dead_letters import WINDOW, DeadLetterQueue, Redrive, Window, message_identity, purge_queue
 from queuewatch.adapters.rabbitmq.management import QueueInfo, consumer_connections, rate_details
 
 from . import messages as dramatiq
@@ -154,20 +154,30 @@ class DramatiqRabbitAdapter(Adapter):
             for connection, entry in sorted(consumer_connections(consumers, shown).items())
         ]  # fmt: skip
 
+    def inspects(self, queue: str) -> bool:
+        return True  # its failed list is Q.XQ, read from the head
+
+    def inspection_warning(self, queue: str) -> str | None:
+        listing = self.rabbit.directory.listing()
+        info = next((q for q in listing or () if q.name == f"{queue}.XQ"), None)
+        return inspection_note(info.type, self.rabbit.version, info.arguments) if info is not None else None
+
+    def inspect(self, queue: str) -> Inspection:
+        def row(job_id: str, d: Delivery) -> FailedJob:
+            return dramatiq.failed_row(dramatiq.parse(d.body, max_bytes=dramatiq.LIST_DECODE_LIMIT), job_id=job_id,
+                                       failed_at=_died_at(d))  # fmt: skip
+
+        return self._dlq(queue).inspect(row, lambda window, job_id, d: self._detail(queue, window, job_id, d))
+
     def failed(self, queue: str, limit: int, cursor: str | None = None) -> Page[FailedJob]:
-        dlq = self._dlq(queue)
-        page = dlq.page(dlq.window(), cursor, limit)
-        rows = tuple(
-            dramatiq.failed_row(dramatiq.parse(d.body, max_bytes=dramatiq.LIST_DECODE_LIMIT), job_id=job_id,
-                                failed_at=_died_at(d))
-            for job_id, d in page.items
-        )  # fmt: skip
-        return Page(rows, page.total, page.next_cursor, page.prev_cursor, page.offset)
+        """One page of dead letters: an inspection each call (the views hold one instead)."""
+        return self.inspect(queue).page(cursor, limit)
 
     def job(self, queue: str, job_id: str) -> JobDetail:
-        dlq = self._dlq(queue)
-        window = dlq.window()
-        delivery = dlq.find(job_id, window)
+        """One dead letter: an inspection each call (the views hold one instead)."""
+        return self.inspect(queue).detail(job_id)
+
+    def _detail(self, queue: str, window: Window, job_id: str, delivery: Delivery) -> JobDetail:
         death = next(iter(deaths(delivery.properties.headers)), None)
         details = [("dead-letter queue", f"{queue}.XQ"), ("position", f"{delivery.position + 1:,} of {window.ready:,}")]
         if death is not None:

@@ -28,7 +28,7 @@ import pika.data
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from queuewatch.adapters.errors import BackendUnavailable, NotFound, Unsupported
+from queuewatch.adapters.errors import AdapterError, BackendUnavailable, NotFound, Unsupported
 
 
 def _keep_float_fields() -> None:
@@ -83,6 +83,10 @@ def amqp_errors(what: str = "RabbitMQ") -> Iterator[None]:
                           "it was left where it is") from exc  # fmt: skip
     except (pika.exceptions.AMQPError, OSError) as exc:
         raise BackendUnavailable(f"{what} is unreachable: {exc!r}") from exc
+    except AdapterError:
+        raise
+    except Exception as exc:  # pika raises more than AMQPError (connection workflow, assertions on a broken channel)
+        raise BackendUnavailable(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
 # --- counting -------------------------------------------------------------------
@@ -220,8 +224,10 @@ class Held:
     """
 
     def __init__(self, conn: BlockingConnection, queue: str, limit: int, *, prefetch: int = 1000,
-                 idle_seconds: float = 0.5) -> None:  # fmt: skip
+                 idle_seconds: float = 0.5, max_bytes: int | None = None) -> None:  # fmt: skip
         self.queue = queue
+        self.max_bytes = max_bytes  # stop taking once the bodies taken add up to this (a read, not a move)
+        self.bytes = 0
         self.channel: BlockingChannel = conn.channel()
         ready = self.channel.queue_declare(queue, passive=True).method.message_count
         # Only what was there when we started: messages arriving meanwhile
@@ -242,7 +248,8 @@ class Held:
                 break
             yield Delivery(method.delivery_tag, self.taken, body, properties, bool(method.redelivered))
             self.taken += 1
-            if self.taken >= self.expected:
+            self.bytes += len(body)
+            if self.taken >= self.expected or (self.max_bytes is not None and self.bytes >= self.max_bytes):
                 break
 
     def ack(self, delivery: Delivery) -> None:
@@ -265,9 +272,10 @@ class Held:
             self.release()
 
 
-def peek(conn: BlockingConnection, queue: str, limit: int) -> tuple[int, list[Delivery]]:
-    """(ready count, the first ``limit`` messages) of a queue, all given back at once."""
-    with Held(conn, queue, limit, prefetch=limit) as held:
+def peek(conn: BlockingConnection, queue: str, limit: int, max_bytes: int | None = None) -> tuple[int, list[Delivery]]:
+    """(ready count, the first ``limit`` messages, or fewer once their bodies reach ``max_bytes``)
+    of a queue, all given back at once."""
+    with Held(conn, queue, limit, prefetch=limit, max_bytes=max_bytes) as held:
         return held.ready, list(held)
 
 

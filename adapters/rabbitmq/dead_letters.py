@@ -20,14 +20,14 @@ that fail again meanwhile are not chased.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pika
 import pika.exceptions
 
-from queuewatch.adapters.base import ALL, ActionResult, Page, Selection
+from queuewatch.adapters.base import ALL, ActionResult, FailedJob, Inspection, JobDetail, Page, Selection
 from queuewatch.adapters.errors import NotFound, Unsupported
 
 from .amqp import ConfirmedPublisher, Delivery, Held, amqp_errors, peek, server_version
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from queuewatch.adapters.backends import RabbitBackend
 
 WINDOW = 10_000  # messages read to show a page: RabbitMQ queues are read from the head
+WINDOW_BYTES = 16 * 1024 * 1024  # ... or fewer, once their bodies add up to this: an inspection's memory is bounded
 MOVE_PREFETCH = 500  # messages in flight while moving "all"
 
 
@@ -95,9 +96,31 @@ class DeadLetterQueue:
     def window(self) -> Window:
         """Read (inspect) the head of the queue; everything goes back where it was."""
         with self.rabbit.connection() as conn, amqp_errors(f"RabbitMQ queue {self.queue!r}"):
-            ready, deliveries = peek(conn, self.queue, self.limit)
+            ready, deliveries = peek(conn, self.queue, self.limit, max_bytes=WINDOW_BYTES)
             version = server_version(conn)
         return Window(ready, tuple(self._named(deliveries)), version)
+
+    def inspect(self, row: Callable[[str, Delivery], FailedJob], detail: Callable[[Window, str, Delivery], JobDetail],
+                keep: Callable[[Delivery], bool] | None = None, notes: Sequence[str] = (),
+                window: Window | None = None) -> Inspection:  # fmt: skip
+        """One reading of the queue (``window``), held as an ``Inspection``: its messages that ``keep``
+        accepts, newest first, as rows, and each one's detail on demand from what was read."""
+        window = window or self.window()
+        items = [(i, d) for i, d in window.items if keep is None or keep(d)][::-1]
+        by_id = dict(items)
+        total = window.ready if keep is None else (None if window.truncated else len(items))
+
+        def one(job_id: str) -> JobDetail:
+            delivery = by_id.get(job_id)
+            if delivery is None:
+                raise NotFound(f"no message {job_id!r} among the {len(window.items):,} read from RabbitMQ queue {self.queue!r}")
+            return detail(window, job_id, delivery)
+
+        more = list(notes)
+        if window.truncated:
+            more.append(f"Only the first {len(window.items):,} of {window.ready:,} messages of {self.queue} were read "
+                        f"(at most {self.limit:,}, or {WINDOW_BYTES // 1024 // 1024} MB of bodies).")  # fmt: skip
+        return Inspection(self.queue, [row(i, d) for i, d in items], total, one, truncated=window.truncated, notes=more)
 
     def page(self, window: Window, cursor: str | None, limit: int,
              keep: Callable[[Delivery], bool] | None = None) -> Page[tuple[str, Delivery]]:  # fmt: skip

@@ -16,7 +16,6 @@ acks it (``rabbitmq.dead_letters``); ids are ``message_id`` or a digest of the m
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
 from collections.abc import Callable
@@ -25,12 +24,12 @@ from typing import TYPE_CHECKING
 
 from pika.adapters.blocking_connection import BlockingConnection
 
-from queuewatch.adapters.base import ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
+from queuewatch.adapters.base import Inspection, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker
 from queuewatch.adapters.decoding.payload import decode, render
 from queuewatch.adapters.errors import NotFound, Unsupported
 
 from .amqp import Delivery, amqp_errors, deaths, declare_counts, inspection_note, origin_queue, server_version
-from .dead_letters import WINDOW, DeadLetterQueue, Redrive, purge_queue
+from .dead_letters import WINDOW, DeadLetterQueue, Redrive, Window, purge_queue
 from .management import QueueInfo, consumer_connections, rate_details
 
 if TYPE_CHECKING:
@@ -90,7 +89,6 @@ class AMQPAdapter(Adapter):
         self.rabbit = rabbit
         self.inspect_limit = inspect_limit
         self._learned: dict[str, set[str]] = {}  # source -> DLQs, from x-death headers read
-        self._read_dlqs: set[str] = set()
         self._lock = threading.Lock()
 
     @classmethod
@@ -140,7 +138,6 @@ class AMQPAdapter(Adapter):
     def _learn(self, dlq: str, deliveries: list[Delivery]) -> None:
         origins = {o for o in (origin_queue(d.properties.headers) for d in deliveries) if o and o != dlq}
         with self._lock:
-            self._read_dlqs.add(dlq)
             for origin in origins:
                 self._learned.setdefault(origin, set()).add(dlq)
         self.rabbit.directory.learn([dlq, *origins])
@@ -221,18 +218,11 @@ class AMQPAdapter(Adapter):
         ]  # fmt: skip
 
     def _source(self, queue: str) -> tuple[DeadLetterQueue | None, Callable[[Delivery], bool] | None]:
-        """Where ``queue``'s dead letters are read, and which of the messages there are its own."""
+        """Where ``queue``'s dead letters are read, and which of the messages there are its own.
+        Learned from arguments, configuration and the x-death headers of dead letters inspected
+        before; never by reading a queue the operator did not ask to see."""
         topo = self.topology()
         dlq = topo.dlq_of(queue)
-        unread = sorted(topo.dlqs - self._read_dlqs - {queue})
-        if dlq is None and queue not in topo.dlqs and unread:
-            # Without arguments to go by, the dead-letter queues' x-death headers
-            # say which queue their messages died in: read the ones not read yet.
-            for name in unread:
-                with contextlib.suppress(NotFound):
-                    self._learn(name, [d for _, d in DeadLetterQueue(self.rabbit, name, limit=self.inspect_limit).window().items])
-            topo = self.topology()
-            dlq = topo.dlq_of(queue)
         if dlq is None:
             return (DeadLetterQueue(self.rabbit, queue, limit=self.inspect_limit), None) if queue in topo.dlqs else (None, None)
         keep = None if topo.dedicated(dlq) else (lambda d: origin_queue(d.properties.headers) == queue)
@@ -244,23 +234,35 @@ class AMQPAdapter(Adapter):
             raise Unsupported(f"RabbitMQ queue {queue!r} has no known dead-letter queue, and is not known as one.")
         return dlq, keep
 
-    def failed(self, queue: str, limit: int, cursor: str | None = None) -> Page[FailedJob]:
+    def inspects(self, queue: str) -> bool:
+        return self._source(queue)[0] is not None
+
+    def inspection_warning(self, queue: str) -> str | None:
+        dlq, _ = self._source(queue)
+        info = self.topology().info.get(dlq.queue) if dlq is not None else None
+        return inspection_note(info.type, self.rabbit.version, info.arguments) if info is not None else None
+
+    def inspect(self, queue: str) -> Inspection:
         dlq, keep = self._source(queue)
         if dlq is None:
-            return Page((), 0, None)
+            raise Unsupported(f"RabbitMQ queue {queue!r} has no known dead-letter queue, and is not known as one.")
         window = dlq.window()
         self._learn(dlq.queue, [d for _, d in window.items])
-        page = dlq.page(window, cursor, limit, keep)
-        return Page(tuple(_row(i, d) for i, d in page.items), page.total, page.next_cursor, page.prev_cursor, page.offset)
+        return dlq.inspect(_row, lambda w, job_id, d: self._detail(queue, dlq, w, job_id, d), keep, window=window)
+
+    def failed(self, queue: str, limit: int, cursor: str | None = None) -> Page[FailedJob]:
+        """One page of dead letters: an inspection each call (the views hold one instead)."""
+        if not self.inspects(queue):
+            return Page((), 0, None)
+        return self.inspect(queue).page(cursor, limit)
 
     def job(self, queue: str, job_id: str) -> JobDetail:
-        dlq, keep = self._source(queue)
-        if dlq is None:
+        """One dead letter: an inspection each call (the views hold one instead)."""
+        if not self.inspects(queue):
             raise NotFound(f"RabbitMQ queue {queue!r} has no known dead-letter queue")
-        window = dlq.window()
-        delivery = dlq.find(job_id, window)
-        if keep is not None and not keep(delivery):
-            raise NotFound(f"message {job_id!r} of {dlq.queue!r} did not die in {queue!r}")
+        return self.inspect(queue).detail(job_id)
+
+    def _detail(self, queue: str, dlq: DeadLetterQueue, window: Window, job_id: str, delivery: Delivery) -> JobDetail:
         row = _row(job_id, delivery)
         decoded = decode(delivery.body)
         props = delivery.properties

@@ -51,8 +51,15 @@ def has_blanks(args: Mapping[str, str]) -> bool:
     return any(args.get(param) == "" for param in Filter.PARAMS.values())
 
 
+# Besides the filter's own, what a filtered page's address may carry on (a page size, an inspection).
+KEPT_ARGS = ("limit", "inspection")
+
+
 def without_blanks(args: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in args.items() if v != ""}
+    """The filter's fields that are set, and the page's own arguments: nothing else of a query string
+    goes on into a redirect (``backend=``, ``_external=``... would reach ``url_for``)."""
+    known = (*Filter.PARAMS.values(), *KEPT_ARGS)
+    return {k: v for k, v in args.items() if k in known and isinstance(v, str) and v != ""}
 
 
 @dataclass(frozen=True)

@@ -22,22 +22,17 @@ from typing import Any, TypeVar
 
 from queuewatch.adapters.backends import Backend, connect
 from queuewatch.adapters.base import Adapter, QueueStats, Worker
-from queuewatch.adapters.errors import AdapterError, BackendUnavailable, NotFound
+from queuewatch.adapters.errors import BackendUnavailable, NotFound
 from queuewatch.config import BackendSpec
 
+from .reading import BackendReader, BackendStatus, Part, read_backend
+
 T = TypeVar("T")
+
+SNAPSHOT_DEADLINE = 3.0  # seconds a snapshot waits for one backend, at most (half the poll interval if less)
+STALE_AFTER = 3.0  # a read in flight this long (or two intervals, if longer) shows its backend down
+PAGE_TIMEOUT = 10.0  # seconds a page waits for one backend read
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BackendStatus:
-    name: str
-    kind: str
-    url: str  # password redacted
-    status: str  # "up" | "down"
-    error: str | None
-    systems: tuple[str, ...]
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,40 +52,19 @@ class Snapshot:
         return next((b for b in self.backends if b.name == name), None)
 
 
-def read_backend(backend: Backend) -> tuple[BackendStatus, list[QueueStats], list[Worker]]:
-    """One backend's status, queues and workers. Never raises: down is a state."""
-    try:
-        adapters = backend.probe()
-    except AdapterError as exc:
-        return _status(backend, "down", str(exc), ()), [], []
-    queues: list[QueueStats] = []
-    workers: list[Worker] = []
-    errors = []
-    for adapter in adapters:
-        try:
-            system_queues, system_workers = adapter.overview()
-        except AdapterError as exc:
-            errors.append(f"{adapter.label}: {exc}")
-            continue
-        queues += system_queues
-        workers += system_workers
-    systems = tuple(a.system for a in adapters)
-    return _status(backend, "up", "; ".join(errors) or None, systems), queues, workers
-
-
-def _status(backend: Backend, status: str, error: str | None, systems: tuple[str, ...]) -> BackendStatus:
-    return BackendStatus(backend.name, backend.kind, backend.redacted_url, status, error, systems, backend.notes())
-
-
 def take_snapshot(backends: Iterable[Backend], pool: ThreadPoolExecutor | None = None) -> Snapshot:
-    """Read every backend (in parallel, so one slow backend does not hold up the rest)."""
+    """Read every backend now, each in full (benchmarks and scripts; the monitor bounds its reads)."""
     backends = list(backends)
-    results = list(pool.map(read_backend, backends)) if pool else [read_backend(b) for b in backends]
+    return assemble(list(pool.map(read_backend, backends)) if pool else [read_backend(b) for b in backends])
+
+
+def assemble(parts: Iterable[Part]) -> Snapshot:
+    parts = list(parts)
     return Snapshot(
         taken_at=datetime.now(timezone.utc),
-        backends=tuple(r[0] for r in results),
-        queues=tuple(sorted((q for r in results for q in r[1]), key=lambda q: (q.backend, q.system, q.name))),
-        workers=tuple(sorted((w for r in results for w in r[2]), key=lambda w: (not w.alive, w.backend, w.name))),
+        backends=tuple(r[0] for r in parts),
+        queues=tuple(sorted((q for r in parts for q in r[1]), key=lambda q: (q.backend, q.system, q.name))),
+        workers=tuple(sorted((w for r in parts for w in r[2]), key=lambda w: (not w.alive, w.backend, w.name))),
     )
 
 
@@ -162,20 +136,50 @@ class Monitor:
         self.backends: dict[str, Backend] = {
             s.name: connect(s.kind, name=s.name, url=s.url, **options.get(s.name, {})) for s in specs
         }
-        self._pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(self.backends))), thread_name_prefix="qw-read")
+        # A backend that does not answer within the deadline is shown from its last read, then down;
+        # the snapshot (and the sampler's tick) never waits longer on it.
+        self.deadline = min(SNAPSHOT_DEADLINE, max(0.2, poll / 2))
+        self._stale_after = max(STALE_AFTER, 2 * poll)
+        self._readers: dict[str, BackendReader] = {}
+        self._parts = ThreadPoolExecutor(max_workers=max(1, min(16, len(self.backends))), thread_name_prefix="qw-snapshot")
         self._cache = SharedCache(max_age=poll)
+
+    def reader(self, backend: str) -> BackendReader:
+        """The bounded reads of ``backend``. Raises NotFound."""
+        found = self.backends.get(backend)
+        if found is None:
+            raise NotFound(f"no backend named {backend!r}")
+        reader = self._readers.get(backend)
+        if reader is None or reader.backend is not found:  # new, or replaced (tests swap a backend in)
+            reader = self._readers[backend] = BackendReader(found, stale_after=self._stale_after)
+        return reader
+
+    def _take(self) -> Snapshot:
+        readers = [self.reader(name) for name in self.backends]
+        return assemble(self._parts.map(lambda reader: reader.read(self.deadline), readers))
 
     def snapshot(self, max_age: float | None = None) -> Snapshot:
         """The shared snapshot, taken now if the last one is older than the poll interval."""
-        return self._cache.get("snapshot", lambda: take_snapshot(self.backends.values(), self._pool), max_age)
+        return self._cache.get("snapshot", self._take, max_age)
 
     def refresh(self) -> Snapshot:
         """Take a new snapshot now (the sampler's tick)."""
         return self.snapshot(max_age=0)
 
     def shared(self, key: Any, compute: Callable[[], T], max_age: float | None = None) -> T:
-        """Any other read (a page of failed jobs) shared by viewers for one interval (or ``max_age`` s)."""
+        """Any other read shared by viewers for one interval (or ``max_age`` s)."""
         return self._cache.get(key, compute, max_age)
+
+    def read(self, backend: str, key: Any, compute: Callable[[], T], max_age: float | None = None,
+             timeout: float = PAGE_TIMEOUT) -> T:  # fmt: skip
+        """A page's read of ``backend`` (a page of failed jobs, a search): shared by viewers for
+        one interval, run in the backend's own threads, and BackendUnavailable after ``timeout``."""
+        reader = self.reader(backend)
+        return self._cache.get(key, lambda: reader.call(compute, timeout), max_age)
+
+    def call(self, backend: str, compute: Callable[[], T], timeout: float = PAGE_TIMEOUT) -> T:
+        """One read of ``backend`` that is not shared (a job's detail), bounded in time like ``read``."""
+        return self.reader(backend).call(compute, timeout)
 
     def adapter(self, backend: str, system: str) -> Adapter:
         """The adapter for a queue path. Raises NotFound."""
@@ -192,22 +196,22 @@ class Monitor:
         status = snapshot.backend(backend)
         if status is not None and status.status == "down":
             raise BackendUnavailable(status.error or f"backend {backend!r} is down")
-        return self.adapter(backend, system).queue(name)
+        adapter = self.adapter(backend, system)
+        return self.call(backend, lambda: adapter.queue(name))
 
     def maintain(self, budget_seconds: float) -> None:
-        """Let each present adapter do its background upkeep (the sampler's job)."""
-        for backend in self.backends.values():
-            for adapter in backend.present():
-                try:
-                    adapter.maintain(budget_seconds)
-                except AdapterError as exc:
-                    log.warning("upkeep of %s on %s failed: %s", adapter.system, backend.name, exc)
+        """Let each present adapter do its background upkeep (the sampler's job), every backend
+        at once, waiting at most the budget: a slow backend's upkeep goes on without holding the rest."""
+        readers = [self.reader(name) for name in self.backends]
+        list(self._parts.map(lambda reader: reader.maintain(budget_seconds), readers))
 
     def changed(self) -> None:
         """Forget cached reads after an action, so every viewer sees its effect."""
         self._cache.clear()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
+        self._parts.shutdown(wait=False)
+        for reader in self._readers.values():
+            reader.close()
         for backend in self.backends.values():
             backend.close()

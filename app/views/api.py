@@ -9,10 +9,12 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from queuewatch.adapters.errors import BackendUnavailable
 from queuewatch.failures import actions, triage
+from queuewatch.failures.inspections import Held
 from queuewatch.snapshots import history
 
 from . import listing, monitor, recorder
 from . import shapes as serialize
+from .failed_lists import failed_view, require_inspection, run_inspection
 from .params import fields_arg, json_body, minutes_arg, page_limit, points_arg, selection, series_arg, since_arg
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -57,35 +59,52 @@ def workers() -> Response:
 
 @bp.get(QUEUE + "/failed")
 def failed(backend: str, system: str, queue: str) -> Response:
-    """One page of a queue's failed jobs, newest first; with a filter, the matches of a walk within a time budget."""
+    """One page of a queue's failed jobs, newest first; with a filter, the matches of a walk within a time budget.
+    Dead letters (RabbitMQ): a page of the inspection named by ``?inspection=`` (409 without one)."""
     limit = page_limit(request.args.get("limit"), 50)
     cursor = request.args.get("cursor") or None
     adapter = monitor().adapter(backend, system)
     flt = triage.Filter.from_args(request.args)  # FilterError: 400 (views.init_errors)
-    if flt.active:
-        key = ("scan", backend, system, queue, tuple(sorted(flt.args().items())), limit, cursor)
-        found = monitor().shared(key, lambda: triage.scan(adapter, queue, flt, want=limit, cursor=cursor))
-        return jsonify({"jobs": [serialize.failed_json(j) for j in found.rows], "total": found.total,
-                        "next_cursor": found.next_cursor, "examined": found.examined, "partial": found.partial,
-                        "elapsed_seconds": round(found.elapsed, 3)})  # fmt: skip
-    page = monitor().shared(
-        ("failed", backend, system, queue, limit, cursor), lambda: adapter.failed(queue, limit, cursor)
-    )
-    return jsonify(
-        {
-            "jobs": [serialize.failed_json(j) for j in page.items],
-            "total": page.total,
-            "next_cursor": page.next_cursor,
-            "prev_cursor": page.prev_cursor,
-            "offset": page.offset,
-        }
-    )
+    require_inspection(backend, system, queue)  # 409 where reading the list would be an inspection
+    view = failed_view(backend, system, queue, adapter, flt, limit, cursor)
+    assert view.page is not None
+    answer: dict[str, Any] = {"jobs": [serialize.failed_json(j) for j in view.page.items], "total": view.page.total,
+                              "next_cursor": view.page.next_cursor}  # fmt: skip
+    if view.scan is not None:
+        answer |= {"examined": view.scan.examined, "partial": view.scan.partial, "elapsed_seconds": round(view.scan.elapsed, 3)}
+    else:
+        answer |= {"prev_cursor": view.page.prev_cursor, "offset": view.page.offset}
+    if view.held is not None:
+        answer |= inspection_json(view.held)
+    return jsonify(answer)
 
 
 @bp.get(QUEUE + "/jobs/<path:job_id>")
 def job(backend: str, system: str, queue: str, job_id: str) -> Response:
-    """One job in full: decoded args, traceback."""
-    return jsonify(serialize.job_json(monitor().adapter(backend, system).job(queue, job_id)))
+    """One job in full: decoded args, traceback. A dead letter: from the inspection named by ``?inspection=``."""
+    held = require_inspection(backend, system, queue)
+    if held is not None:
+        return jsonify(serialize.job_json(held.inspection.detail(job_id)) | inspection_json(held))
+    adapter = monitor().adapter(backend, system)
+    return jsonify(serialize.job_json(monitor().call(backend, lambda: adapter.job(queue, job_id))))
+
+
+@bp.post(QUEUE + "/inspect")
+def inspect(backend: str, system: str, queue: str) -> Response:
+    """Read a queue's dead letters once (RabbitMQ counts a delivery): the first page and the inspection's id,
+    whose pages and jobs are then read with ``?inspection=ID``. ``{"confirm": true}`` for a quorum queue."""
+    body = json_body()
+    limit = page_limit(str(body.get("limit", "50")), 50)
+    held = run_inspection(backend, system, queue, confirmed=body.get("confirm") is True)
+    page = held.inspection.page(None, limit)
+    return jsonify({"jobs": [serialize.failed_json(j) for j in page.items], "total": page.total,
+                    "next_cursor": page.next_cursor} | inspection_json(held))  # fmt: skip
+
+
+def inspection_json(held: Held) -> dict[str, Any]:
+    inspection = held.inspection
+    return {"inspection": {"id": held.id, "taken_at": serialize.time_json(inspection.taken_at), "by": held.user,
+                           "read": len(inspection.rows), "truncated": inspection.truncated, "notes": list(inspection.notes)}}  # fmt: skip
 
 
 @bp.post(QUEUE + "/failed/requeue")

@@ -17,6 +17,14 @@ from queuewatch.failures.triage import FilterError
 from . import htmx
 from .params import BadRequest
 
+class Refused(Exception):
+    """A request that cannot be done as sent (409 by default): the message says why and what to send instead."""
+
+    def __init__(self, message: str, code: str = "conflict", status: int = 409) -> None:
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
 # The code an HTTP status gets when nothing more specific is known.
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
          409: "conflict", 413: "too_large", 429: "too_many_requests", 500: "error", 503: "unavailable"}  # fmt: skip
@@ -34,6 +42,8 @@ def classify(error: Exception) -> tuple[int, str]:
         return 503, "backend_unavailable"
     if isinstance(error, (BadRequest, FilterError)):
         return 400, "bad_request"
+    if isinstance(error, Refused):
+        return error.status, error.code
     if isinstance(error, OperationError):
         return error.status, CODES.get(error.status, "error")
     if isinstance(error, HTTPException):
@@ -65,5 +75,5 @@ def answer(error: Exception) -> Response | tuple[Response, int]:
 
 
 def init_app(app: Flask) -> None:
-    for kind in (AdapterError, BadRequest, FilterError, OperationError, HTTPException):
+    for kind in (AdapterError, BadRequest, FilterError, OperationError, Refused, HTTPException):
         app.register_error_handler(kind, answer)

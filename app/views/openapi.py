@@ -57,6 +57,8 @@ SCHEMAS: dict[str, Any] = {
 
 LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
 CURSOR = {"name": "cursor", "in": "query", "schema": STR}
+INSPECTION = {"name": "inspection", "in": "query", "schema": STR,
+              "description": "dead letters (RabbitMQ): the id of the inspection to read, from POST .../inspect"}
 HISTORY = [{"name": "minutes", "in": "query", "schema": {"type": "number"}},
            {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
            {"name": "points", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}]
@@ -97,10 +99,12 @@ DETAILS: dict[str, tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, 
                                              total=INT, matched=INT, page=INT, pages=INT, per=INT)),
     "api.queue": ([], None, _ref("Queue")),
     "api.workers": ([], None, _obj(("workers",), workers={"type": "array", "items": _ref("Worker")})),
-    "api.failed": ([LIMIT, CURSOR, *FILTER], None, _obj(("jobs", "total"), jobs={"type": "array", "items": _ref("FailedJob")},
+    "api.failed": ([LIMIT, CURSOR, INSPECTION, *FILTER], None, _obj(("jobs", "total"), jobs={"type": "array", "items": _ref("FailedJob")},
                                                total=NINT, next_cursor=NSTR, prev_cursor=NSTR, offset=NINT,
                                                examined=INT, partial={"type": "boolean"}, elapsed_seconds={"type": "number"})),
-    "api.job": ([], None, OPEN),
+    "api.job": ([INSPECTION], None, OPEN),
+    "api.inspect": ([], _obj(confirm={"type": "boolean", "description": "required for a quorum queue: reading counts as a delivery"},
+                             limit=INT), OPEN),
     "api.requeue": ([], _ref("Selection"), _obj(("requeued", "not_found"), requeued=INT, not_found=STRS)),
     "api.delete": ([], _ref("Selection"), _obj(("deleted", "not_found"), deleted=INT, not_found=STRS)),
     "api.purge": ([], {"type": "object"}, _obj(("purged",), purged=INT)),

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 
-from queuewatch.adapters.base import ALL, Page
+from queuewatch.adapters.base import ALL
 from queuewatch.adapters.errors import BackendUnavailable
 from queuewatch.failures import actions, triage
 
 from . import htmx, monitor
 from . import listing as listing_model
+from .failed_lists import failed_view, held_inspection, run_inspection
 from .params import page_limit, safe_next
 
 bp = Blueprint("pages", __name__)
@@ -49,7 +50,7 @@ def workers() -> Response:
 
 @bp.get(QUEUE)
 def queue(backend: str, system: str, queue: str) -> Response:
-    """A queue's counts and its failed jobs, paged."""
+    """A queue's counts and its failed jobs, paged (dead letters: as last inspected, never read on a GET)."""
     stats = monitor().queue(backend, system, queue)
     adapter = monitor().adapter(backend, system)
     limit = page_limit(request.args.get("limit"), 50)
@@ -57,30 +58,42 @@ def queue(backend: str, system: str, queue: str) -> Response:
     if triage.has_blanks(request.args):  # the filter form sends its empty fields: bookmark the short URL
         return redirect(url_for("pages.queue", backend=backend, system=system, queue=queue, **triage.without_blanks(request.args)))
     flt = triage.Filter.from_args(request.args)  # FilterError: 400 (views.init_errors)
-    scan = None
-    if flt.active:  # walk the list within a time budget; the page says how far it got
-        key = ("scan", backend, system, queue, tuple(sorted(flt.args().items())), limit, cursor)
-        scan = monitor().shared(key, lambda: triage.scan(adapter, queue, flt, want=limit, cursor=cursor))
-        page = Page(scan.rows, scan.total, scan.next_cursor)
-    else:
-        page = monitor().shared(("failed", backend, system, queue, limit, cursor), lambda: adapter.failed(queue, limit, cursor))
+    view = failed_view(backend, system, queue, adapter, flt, limit, cursor)
     fragment = {"counts": "partials/queue_counts.html", "failed": "partials/failed_table.html"}.get(
         request.args.get("fragment", ""), "partials/queue_counts.html"
     )
     # Operations on this queue: shown on the page (each then refreshes itself), not in the refreshing fragments.
     ops = [] if htmx.wants_fragment() else current_app.extensions["queuewatch.operations"].touching(backend, system, queue, limit=20)
     return htmx.render(
-        "queue.html", fragment, stats=stats, page=page, limit=limit, cursor=cursor, adapter=adapter,
-        snapshot=monitor().snapshot(), flt=flt, scan=scan, ops=[op for op in ops if op.active] or ops[:1],
+        "queue.html", fragment, stats=stats, page=view.page, limit=limit, cursor=cursor, adapter=adapter,
+        snapshot=monitor().snapshot(), flt=flt, scan=view.scan, ops=[op for op in ops if op.active] or ops[:1],
+        inspecting=view.inspecting, held=view.held, warning=view.warning,
     )  # fmt: skip
 
 
 @bp.get(QUEUE + "/jobs/<path:job_id>")
-def job(backend: str, system: str, queue: str, job_id: str) -> str:
-    """One job: decoded arguments, error and traceback."""
+def job(backend: str, system: str, queue: str, job_id: str) -> Response | str:
+    """One job: decoded arguments, error and traceback (a dead letter: from the inspection held)."""
     adapter = monitor().adapter(backend, system)
-    detail = adapter.job(queue, job_id)
-    return render_template("job.html", job=detail, backend=backend, system=system, queue=queue, adapter=adapter, snapshot=monitor().snapshot())
+    context = dict(backend=backend, system=system, queue=queue, adapter=adapter, snapshot=monitor().snapshot())
+    if monitor().call(backend, lambda: adapter.inspects(queue)):
+        held = held_inspection(backend, system, queue)
+        if held is None:
+            warning = monitor().call(backend, lambda: adapter.inspection_warning(queue))
+            return render_template("inspect_first.html", job_id=job_id, warning=warning, **context)
+        return render_template("job.html", job=held.inspection.detail(job_id), held=held, **context)
+    detail = monitor().call(backend, lambda: adapter.job(queue, job_id))
+    return render_template("job.html", job=detail, held=None, **context)
+
+
+@bp.post(QUEUE + "/inspect")
+def inspect(backend: str, system: str, queue: str) -> Response:
+    """Read the queue's dead letters once (RabbitMQ counts a delivery) and show what was read."""
+    held = run_inspection(backend, system, queue, confirmed=request.form.get("confirm") == "1")
+    job_id = request.form.get("job")
+    if job_id:
+        return redirect(url_for("pages.job", backend=backend, system=system, queue=queue, job_id=job_id, inspection=held.id), 303)
+    return redirect(url_for("pages.queue", backend=backend, system=system, queue=queue, inspection=held.id), code=303)
 
 
 def _back(backend: str, system: str, queue: str) -> str:

@@ -16,10 +16,12 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, redirect, request, url_for
 
 from queuewatch.failures import triage
+from queuewatch.failures.inspections import Reader
 from queuewatch.failures.triage import Filter, Grouping
 
 from . import htmx, monitor
 from . import shapes as serialize
+from .failed_lists import require_inspection
 from .operations import failing_targets
 
 bp = Blueprint("triage", __name__)
@@ -42,8 +44,11 @@ def _one(backend: str, system: str, queue: str, flt: Filter) -> Grouping:
     mon = monitor()
     adapter = mon.adapter(backend, system)
     where = (backend, system, queue)
-    return mon.shared(("groups", where, tuple(sorted(flt.args().items()))),
-                      lambda: triage.groups([(where, adapter)], flt, limit=20), max_age=CACHE_SECONDS)  # fmt: skip
+    held = require_inspection(backend, system, queue)  # dead letters: the inspection held (409 without one)
+    if held is not None:  # pure: its rows are in memory
+        return triage.groups([(where, Reader(held.inspection, walk_page=adapter.walk_page))], flt, limit=20)  # type: ignore[list-item]
+    return mon.read(backend, ("groups", where, tuple(sorted(flt.args().items()))),
+                    lambda: triage.groups([(where, adapter)], flt, limit=20), max_age=CACHE_SECONDS)  # fmt: skip
 
 
 @bp.get("/failures")
