@@ -19,7 +19,7 @@ from .alerts import service as alerting
 from .failures.inspections import HeldInspections
 from .failures.operations import Operations
 from .failures.runner import Runner
-from .security import auth, csrf, headers
+from .security import auth, csrf, headers, hosts
 from .snapshots.adapter_memory import AdapterMemory
 from .snapshots.monitor import Monitor
 from .snapshots.recorder import Recorder
@@ -71,6 +71,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["queuewatch.inspections"] = HeldInspections()
 
     auth.init_app(app)  # before csrf: who you are (401) is answered before whether the form is ours (403)
+    hosts.init_app(app, authenticated=app.extensions["queuewatch.auth"].required)
     csrf.init_app(app)
     headers.init_app(app)
     alerting.init_app(app, sampler)  # rules evaluated on the lease holder's snapshots; the banner on every page

@@ -70,6 +70,9 @@ def main(ctx: click.Context) -> None:
 @click.option("--secure-cookies", envvar="QUEUEWATCH_SECURE_COOKIES", is_flag=True,
               help="Mark the session cookie Secure (behind a TLS-terminating proxy).")
 @click.option("--read-only", envvar="QUEUEWATCH_READ_ONLY", is_flag=True, help="Refuse every change with 403.")
+@click.option("--allowed-host", "allowed_hosts", envvar="QUEUEWATCH_ALLOWED_HOSTS", multiple=True, metavar="NAME",
+              help="A host name the dashboard answers to, besides loopback names and the bind address (repeatable; "
+                   "*.example.com patterns; * for any). Other Host headers get 400: DNS rebinding.")
 @click.option("--insecure-no-auth", envvar="QUEUEWATCH_INSECURE_NO_AUTH", is_flag=True,
               help="Serve without authentication on a non-loopback address (only behind something that authenticates).")
 @click.option("--rabbitmq-management", "rabbitmq_management", envvar="QUEUEWATCH_RABBITMQ_MANAGEMENT", multiple=True,
@@ -91,7 +94,8 @@ def main(ctx: click.Context) -> None:
 def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...], state: str | None,
           poll: float, threads: int, workers: int, log_level: str, users: str | None, tokens: str | None,
           trust_user_header: str | None, trust_role_header: str | None, trust_default_role: str,
-          trusted_proxies: tuple[str, ...], secure_cookies: bool, read_only: bool, insecure_no_auth: bool,
+          trusted_proxies: tuple[str, ...], secure_cookies: bool, read_only: bool, allowed_hosts: tuple[str, ...],
+          insecure_no_auth: bool,
           webhooks: tuple[str, ...] = (), celery_results: tuple[str, ...] = (), rabbitmq_management: tuple[str, ...] = (),
           rabbitmq_queues: tuple[str, ...] = (), rabbitmq_dlqs: tuple[str, ...] = (),
           dramatiq_namespace: str = "dramatiq", bulk_chunk: int = 1_000) -> None:  # fmt: skip
@@ -103,6 +107,8 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
                                  "BULK_CHUNK": bulk_chunk}  # fmt: skip
     if trusted_proxies:
         overrides["TRUSTED_PROXIES"] = config.split_specs(trusted_proxies)
+    if allowed_hosts:
+        overrides["ALLOWED_HOSTS"] = config.split_specs(allowed_hosts)
     try:
         env_credentials = {k[len("QUEUEWATCH_"):]: v for k, v in os.environ.items() if k.startswith(("QUEUEWATCH_USER_", "QUEUEWATCH_TOKEN_"))}
         credentials = auth.load_credentials(users, tokens, env_credentials)

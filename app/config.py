@@ -37,6 +37,7 @@ DEFAULTS = {
     "TRUST_DEFAULT_ROLE": "viewer",
     "TRUSTED_PROXIES": ["127.0.0.1", "::1"],
     "INSECURE_NO_AUTH": False,
+    "ALLOWED_HOSTS": [],  # host names answered besides loopback names and the bind address (app/security/hosts.py)
     "READ_ONLY": False,
 }
 
