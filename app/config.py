@@ -39,6 +39,11 @@ DEFAULTS = {
     "INSECURE_NO_AUTH": False,
     "ALLOWED_HOSTS": [],  # host names answered besides loopback names and the bind address (app/security/hosts.py)
     "READ_ONLY": False,
+    # Request bodies: at most this many bytes (413 before anything reads them); forms the same.
+    "MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
+    "MAX_FORM_MEMORY_SIZE": 4 * 1024 * 1024,
+    "MAX_FORM_PARTS": 20_000,
+    "DECODE_SECONDS": 1.0,  # CPU a page may spend decoding payloads; the rest shows "not decoded"
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

@@ -167,14 +167,18 @@ def test_an_operator_may_act_and_the_audit_log_records_who_what_and_how_many(sec
 def test_admin_only_routes_and_unknown_endpoints_need_admin(redis_url, tmp_path, users_file, tokens_file) -> None:
     app = make_app(redis_url, tmp_path, USERS=users_file, TOKENS=tokens_file)
     app.add_url_rule("/added-later", "newcomer.view", lambda: "hello")
-    app.add_url_rule("/api/v1/webhooks/x", "api.webhook_test", lambda: "hook")
+    app.add_url_rule("/api/v1/hooks/x", "alerts_api.more_webhooks", lambda: "hook")  # a webhook endpoint, by its name
     try:
         client = app.test_client()
-        for url in ("/audit", "/api/v1/audit", "/added-later", "/api/v1/webhooks/x"):
+        for url in ("/audit", "/api/v1/audit", "/added-later", "/api/v1/hooks/x"):
             assert client.get(url, headers=bearer("viewer")).status_code == 403, url
             assert client.get(url, headers=bearer("operator")).status_code == 403, url
             assert client.get(url, headers=bearer("admin")).status_code == 200, url
         assert client.get("/api/v1/queues", headers=bearer("viewer")).status_code == 200
+        # A queue is not admin-only for its name: the policy goes by endpoint, not by words in the path.
+        for name in ("webhooks", "config-updates", "settings"):
+            assert client.get(f"/queues/redis/rq/{name}", headers=bearer("viewer")).status_code == 404, name
+            assert client.get(f"/api/v1/queues/redis/rq/{name}/history", headers=bearer("viewer")).status_code in (200, 404), name
         assert client.get("/metrics", headers=bearer("viewer")).status_code == 200
         assert client.get("/api/v1/queues", headers={"Authorization": "Bearer wrong"}).status_code == 401
     finally:

@@ -7,20 +7,63 @@ failed-jobs table wants the exception's type and message on their own.
 from __future__ import annotations
 
 import re
+import zlib
+
+TEXT_LIMIT = 16 * 1024 * 1024  # bytes of traceback text inflated at most: the rest is skipped, and said
+KEEP = 64 * 1024  # bytes of it kept at each end: a traceback's head, and its tail that names the exception
 
 # "  File "x.py", line 3, in f" and the indented source / caret lines under it.
 _FRAME_LINE = re.compile(r"^(  File \"|    )")
 _TYPE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$", re.DOTALL)
 
 
+def inflate_text(data: bytes, limit: int = TEXT_LIMIT, keep: int = KEEP) -> str:
+    """zlib-compressed text, inflated a piece at a time: a bomb costs bounded memory and time.
+
+    Text over ``2 * keep`` bytes comes back as its head and its tail with the cut
+    said between them; past ``limit`` bytes inflating stops, and the text says
+    where ("… truncated at 16 MB …"). Raises zlib.error for data that is not zlib.
+    """
+    inflater = zlib.decompressobj()
+    head = bytearray()
+    tail = b""
+    seen = 0
+    pending = data
+    while pending and seen < limit:
+        piece = inflater.decompress(pending, min(keep, limit - seen))
+        pending = inflater.unconsumed_tail
+        seen += len(piece)
+        if len(head) < keep:
+            room = keep - len(head)
+            head += piece[:room]
+            piece = piece[room:]
+        if piece:
+            tail = (tail + piece)[-keep:]
+        if inflater.eof:
+            break
+    truncated = seen >= limit and not inflater.eof
+    cut = seen - len(head) - len(tail)
+    text = head.decode("utf-8", "replace")
+    if cut > 0:
+        text += f"\n… {cut:,} bytes cut …\n"
+    text += tail.decode("utf-8", "replace")
+    if truncated:
+        text += f"\n… truncated at {limit // (1024 * 1024)} MB: the rest was not read …"
+    return text
+
+
 def split_exception(text: str | None) -> tuple[str | None, str | None]:
     """(type, message) of the last exception in ``text``.
 
     Text that is not a traceback ("Work-horse terminated unexpectedly") comes
-    back as (None, text). Multi-line messages are kept whole.
+    back as (None, text). Multi-line messages are kept whole. A long text is
+    read at its two ends only (``2 * KEEP`` characters each): a traceback's
+    header and first frames, and the exception at its end.
     """
     if not text or not text.strip():
         return None, None
+    if len(text) > 4 * KEEP:
+        text = f"{text[: 2 * KEEP]}\n… {len(text) - 4 * KEEP:,} characters cut …\n{text[-2 * KEEP:]}"
     lines = text.rstrip("\n").splitlines()
     last_header = max((i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")), default=None)
     if last_header is None:

@@ -73,6 +73,8 @@ def amqp_errors(what: str = "RabbitMQ") -> Iterator[None]:
         if exc.reply_code == 404:
             raise NotFound(f"{what}: {exc.reply_text}") from exc
         raise BackendUnavailable(f"{what} refused the command: {exc.reply_code} {exc.reply_text}") from exc
+    except pika.exceptions.ShortStringTooLong as exc:  # refused by pika before anything is sent
+        raise NotFound(f"{what}: RabbitMQ names are at most 255 bytes, so there is no such queue") from exc
     except pika.exceptions.UnroutableError as exc:
         raise Unsupported(f"{what} could not route the message to its queue (does the queue exist?)") from exc
     except pika.exceptions.NackError as exc:

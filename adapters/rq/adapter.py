@@ -27,9 +27,9 @@ from queuewatch.adapters.decoding.tracebacks import clip, split_exception
 from queuewatch.adapters.errors import NotFound
 from queuewatch.adapters.redis_errors import redis_errors
 
-from .jobs import (EPOCH, JOB_FIELDS, JOB_PREFIX, LIST_DECODE_LIMIT, MESSAGE_LIMIT, QUEUE_PREFIX, QUEUES_KEY, REGISTRIES,
-                   RESULTS_PREFIX, TRACEBACK_LIMIT, WORKERS_KEY, call_parts, failure_text, format_time, int_of, parse_time, text_of)
-                   # fmt: skip
+from .jobs import (DETAIL_DATA_LIMIT, EPOCH, JOB_PREFIX, LARGE_FIELDS, LIST_DECODE_LIMIT, MESSAGE_LIMIT, QUEUE_PREFIX,
+                   QUEUES_KEY, REGISTRIES, RESULTS_PREFIX, ROW_FIELDS, TRACEBACK_LIMIT, WORKERS_KEY, call_parts, failure_text,
+                   format_time, int_of, parse_time, text_of)  # fmt: skip
 
 CHUNK = 1000  # ids per Lua call: a few ms of Redis time each
 _SCRIPTS = {name: Path(__file__).with_name(f"{name}.lua").read_text() for name in ("requeue", "delete", "purge")}
@@ -215,25 +215,48 @@ class RQAdapter(Adapter):
         )
 
     def _read_jobs(self, ids: list[str]) -> list[tuple[dict[bytes, bytes], Any]]:
-        """Job hash fields and the newest results, for every id in one round trip."""
+        """Job hash fields and the newest results of every id: one round trip for the small
+        fields and the sizes of the large ones, one more for the large ones small enough to
+        show. A list row never reads a 50 MB ``data`` field."""
         with self.client.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hmget(JOB_PREFIX + job_id, JOB_FIELDS)
+                pipe.hmget(JOB_PREFIX + job_id, ROW_FIELDS)
+                for name in LARGE_FIELDS:
+                    pipe.hstrlen(JOB_PREFIX + job_id, name)
                 pipe.xrevrange(RESULTS_PREFIX + job_id, count=3)
             replies = pipe.execute(raise_on_error=False)
-        rows = []
+        step = 2 + len(LARGE_FIELDS)
+        rows: list[tuple[dict[bytes, bytes], Any]] = []
+        wanted: list[tuple[int, bytes]] = []
         for i in range(len(ids)):
-            values, results = replies[2 * i], replies[2 * i + 1]
-            fields = {} if isinstance(values, Exception) else {k: v for k, v in zip(JOB_FIELDS, values) if v is not None}
+            values, results = replies[step * i], replies[step * i + step - 1]
+            fields = {} if isinstance(values, Exception) else {k: v for k, v in zip(ROW_FIELDS, values) if v is not None}
+            for n, name in enumerate(LARGE_FIELDS):
+                size = replies[step * i + 1 + n]
+                if isinstance(size, int) and 0 < size <= LIST_DECODE_LIMIT:
+                    wanted.append((i, name))
+                elif isinstance(size, int) and size > LIST_DECODE_LIMIT:
+                    fields[b"size:" + name] = str(size).encode()
             rows.append((fields, results))
+        if wanted:
+            with self.client.pipeline(transaction=False) as pipe:
+                for i, name in wanted:
+                    pipe.hget(JOB_PREFIX + ids[i], name)
+                for (i, name), value in zip(wanted, pipe.execute(raise_on_error=False)):
+                    if isinstance(value, bytes):
+                        rows[i][0][name] = value
         return rows
 
     def _failed_row(self, job_id: str, fields: dict[bytes, bytes], results: Any) -> FailedJob:
         if not fields:
             return FailedJob(job_id, None, "(job data has expired)", None, None, None, None)
+        too_large = fields.get(b"size:data")
         decoded = payload.decode(fields.get(b"data"), max_bytes=LIST_DECODE_LIMIT)
         function, args, kwargs = call_parts(decoded)
-        if function is None:
+        if too_large is not None:
+            function = text_of(fields.get(b"description"))
+            preview = f"({int(too_large):,} bytes of job data: open the job to see it)"
+        elif function is None:
             function = text_of(fields.get(b"description"))
             preview = decoded.error or ""
         else:
@@ -254,16 +277,30 @@ class RQAdapter(Adapter):
     def job(self, queue: str, job_id: str) -> JobDetail:
         with redis_errors():
             with self.client.pipeline(transaction=False) as pipe:
-                pipe.hgetall(JOB_PREFIX + job_id)
+                pipe.hkeys(JOB_PREFIX + job_id)
+                pipe.hstrlen(JOB_PREFIX + job_id, b"data")
                 pipe.xrevrange(RESULTS_PREFIX + job_id, count=10)
-                fields, results = pipe.execute(raise_on_error=False)
-        if isinstance(fields, Exception) or not fields:
+                names, data_size, results = pipe.execute(raise_on_error=False)
+            if isinstance(names, Exception) or not names:
+                raise NotFound(f"RQ job {job_id!r} does not exist (any more)")
+            # Every field but a data field too large to decode (read as its size instead).
+            large = isinstance(data_size, int) and data_size > DETAIL_DATA_LIMIT
+            names = [n for n in names if not (large and n == b"data")]
+            fields = dict(zip(names, self.client.hmget(JOB_PREFIX + job_id, names)))
+            fields = {k: v for k, v in fields.items() if v is not None}
+        if large:
+            fields[b"size:data"] = str(data_size).encode()
+        if not fields:
             raise NotFound(f"RQ job {job_id!r} does not exist (any more)")
         origin = text_of(fields.get(b"origin"))
         if origin is not None and origin != queue:
             raise NotFound(f"RQ job {job_id!r} belongs to queue {origin!r}, not {queue!r}")
         row = self._failed_row(job_id, fields, results)
-        decoded = payload.decode(fields.get(b"data"))
+        if large:
+            decoded = payload.Decoded(None, "bytes", f"{data_size:,} bytes of job data: too large to decode here "
+                                      f"(at most {DETAIL_DATA_LIMIT // 1024 // 1024} MB)", data_size)  # fmt: skip
+        else:
+            decoded = payload.decode(fields.get(b"data"), max_bytes=DETAIL_DATA_LIMIT)
         _, args, kwargs = call_parts(decoded)
         shown = (b"timeout", b"result_ttl", b"failure_ttl", b"ttl", b"retries_left", b"created_at",
                  b"description", b"group_id", b"dependency_ids", b"last_heartbeat")  # fmt: skip

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from queuewatch.adapters.decoding import payload
+from queuewatch.adapters.decoding.tracebacks import KEEP, inflate_text
 
 QUEUES_KEY = b"rq:queues"
 WORKERS_KEY = b"rq:workers"
@@ -30,10 +31,11 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LIST_DECODE_LIMIT = 256 * 1024  # bytes of job data decoded per row of a list
 TRACEBACK_LIMIT = 64_000  # characters of a traceback shown; the rest is cut from the middle
 MESSAGE_LIMIT = 4_000  # characters of an exception message in a list row
-JOB_FIELDS = (
-    b"data", b"description", b"status", b"origin", b"enqueued_at", b"started_at",
-    b"ended_at", b"worker_name", b"number_of_retries", b"exc_info",
-)  # fmt: skip
+# A row of a list reads these, and ``data`` / ``exc_info`` only when small enough to show (HSTRLEN first).
+ROW_FIELDS = (b"description", b"status", b"origin", b"enqueued_at", b"started_at", b"ended_at", b"worker_name",
+              b"number_of_retries")  # fmt: skip
+LARGE_FIELDS = (b"data", b"exc_info")
+DETAIL_DATA_LIMIT = 4 * 1024 * 1024  # bytes of job data a job page reads and decodes at most
 
 
 
@@ -69,20 +71,21 @@ def int_of(value: bytes | None) -> int | None:
 
 
 def failure_text(results: Any, exc_info: bytes | None) -> str | None:
-    """The failure text: newest stream entry that has one (2.x), else the 1.x hash field."""
+    """The failure text: newest stream entry that has one (2.x), else the 1.x hash field.
+    Inflated a piece at a time, within bounds (``tracebacks.inflate_text``): never a bomb."""
     if isinstance(results, list):
         for _entry_id, fields in results:
             encoded = fields.get(b"exc_string")
             if encoded:
                 try:
-                    return zlib.decompress(base64.b64decode(encoded)).decode("utf-8", "replace")
+                    return inflate_text(base64.b64decode(encoded))
                 except (binascii.Error, zlib.error, ValueError):
                     return f"<{len(encoded)} bytes of traceback, not decodable>"
     if exc_info:
         try:
-            return zlib.decompress(exc_info).decode("utf-8", "replace")
+            return inflate_text(exc_info)
         except zlib.error:
-            return exc_info.decode("utf-8", "replace")
+            return exc_info[: 2 * KEEP].decode("utf-8", "replace")
     return None
 
 

@@ -11,7 +11,9 @@ service, render. ``init_app`` registers everything.
 
 from __future__ import annotations
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g
+
+from queuewatch.adapters.decoding import payload
 
 from queuewatch.snapshots.monitor import Monitor
 from queuewatch.snapshots.recorder import Recorder
@@ -27,10 +29,22 @@ def recorder() -> Recorder:
 
 def init_app(app: Flask) -> None:
     """Template helpers, every blueprint, and the error answers."""
-    from . import alerts, api, audit, auth, errors, health, jinja, metrics, openapi, operations, pages, triage
+    from . import alerts, api, audit, auth, errors, health, jinja, metrics, openapi, operations, pages, paths, triage
 
+    app.url_map.converters["segment"] = paths.SegmentConverter
+    app.wsgi_app = paths.RawSegments(app.wsgi_app)  # type: ignore[method-assign]
     jinja.init_app(app)
     for blueprint in (pages.bp, api.bp, health.bp, metrics.bp, auth.bp, audit.bp, openapi.bp, alerts.bp, alerts.api,
                       operations.bp, operations.api, triage.bp, triage.api):  # fmt: skip
         app.register_blueprint(blueprint)
     errors.init_app(app)
+
+    @app.before_request
+    def _decode_time_box() -> None:  # payloads decoded for one request share a time budget
+        g.decode_box = payload.start_time_box(float(app.config["DECODE_SECONDS"]))
+
+    @app.teardown_request
+    def _end_decode_time_box(_exc: BaseException | None) -> None:
+        token = g.pop("decode_box", None)
+        if token is not None:
+            payload.end_time_box(token)

@@ -17,7 +17,7 @@ from .params import BadRequest, json_body, safe_next
 
 bp = Blueprint("alerts", __name__)
 api = Blueprint("alerts_api", __name__, url_prefix="/api/v1/alerts")
-QUEUE = "/<backend>/<system>/<path:queue>"
+QUEUE = "/<backend>/<system>/<segment:queue>"
 
 
 def audit_write(response: Response) -> Response:

@@ -18,7 +18,7 @@ from .failed_lists import failed_view, require_inspection, run_inspection
 from .params import fields_arg, json_body, minutes_arg, page_limit, points_arg, selection, series_arg, since_arg
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-QUEUE = "/queues/<backend>/<system>/<path:queue>"
+QUEUE = "/queues/<backend>/<system>/<segment:queue>"
 
 
 @bp.get("/backends")
@@ -79,7 +79,7 @@ def failed(backend: str, system: str, queue: str) -> Response:
     return jsonify(answer)
 
 
-@bp.get(QUEUE + "/jobs/<path:job_id>")
+@bp.get(QUEUE + "/jobs/<segment:job_id>")
 def job(backend: str, system: str, queue: str, job_id: str) -> Response:
     """One job in full: decoded args, traceback. A dead letter: from the inspection named by ``?inspection=``."""
     held = require_inspection(backend, system, queue)

@@ -19,7 +19,7 @@ from .failed_lists import failed_view, held_inspection, run_inspection
 from .params import page_limit, safe_next
 
 bp = Blueprint("pages", __name__)
-QUEUE = "/queues/<backend>/<system>/<path:queue>"
+QUEUE = "/queues/<backend>/<system>/<segment:queue>"
 
 
 @bp.get("/")
@@ -71,7 +71,7 @@ def queue(backend: str, system: str, queue: str) -> Response:
     )  # fmt: skip
 
 
-@bp.get(QUEUE + "/jobs/<path:job_id>")
+@bp.get(QUEUE + "/jobs/<segment:job_id>")
 def job(backend: str, system: str, queue: str, job_id: str) -> Response | str:
     """One job: decoded arguments, error and traceback (a dead letter: from the inspection held)."""
     adapter = monitor().adapter(backend, system)

@@ -95,7 +95,10 @@ def fields_arg(raw: str | None) -> tuple[str, ...] | None:
 def json_body() -> dict[str, Any]:
     if request.mimetype != "application/json":
         raise BadRequest("send a JSON body with Content-Type: application/json")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # json raises it, not ValueError, for a body nested thousands deep
+        raise BadRequest("the JSON body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body

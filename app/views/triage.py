@@ -27,7 +27,7 @@ from .operations import failing_targets
 bp = Blueprint("triage", __name__)
 api = Blueprint("triage_api", __name__, url_prefix="/api/v1")
 CACHE_SECONDS = 15.0  # a grouping is a few seconds of reading: viewers share one this long
-QUEUE = "/queues/<backend>/<system>/<path:queue>"
+QUEUE = "/queues/<backend>/<system>/<segment:queue>"
 
 
 def _everywhere(flt: Filter) -> Grouping:
