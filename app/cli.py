@@ -88,6 +88,8 @@ def main(ctx: click.Context) -> None:
                                           "(repeatable; BROKER names the broker backend, default all).")
 @click.option("--bulk-chunk", envvar="QUEUEWATCH_BULK_CHUNK", type=click.IntRange(1, 10_000), default=1_000, show_default=True,
               help="Jobs per step of a background requeue or delete: one atomic call each, one step of the progress bar.")
+@click.option("--webhook-allow-internal", envvar="QUEUEWATCH_WEBHOOK_ALLOW_INTERNAL", is_flag=True,
+              help="Allow webhook targets on link-local and cloud-metadata addresses (refused by default).")
 @click.option("--webhook", "webhooks", envvar="QUEUEWATCH_WEBHOOK", multiple=True, metavar="[slack=]URL",
               help="Post alert notifications here (repeatable; generic JSON, or slack= for Slack's payload). "
                    "More targets can be added on the alerts page.")
@@ -98,13 +100,13 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
           insecure_no_auth: bool,
           webhooks: tuple[str, ...] = (), celery_results: tuple[str, ...] = (), rabbitmq_management: tuple[str, ...] = (),
           rabbitmq_queues: tuple[str, ...] = (), rabbitmq_dlqs: tuple[str, ...] = (),
-          dramatiq_namespace: str = "dramatiq", bulk_chunk: int = 1_000) -> None:  # fmt: skip
+          dramatiq_namespace: str = "dramatiq", bulk_chunk: int = 1_000, webhook_allow_internal: bool = False) -> None:  # fmt: skip
     """Serve the dashboard under gunicorn, with the sampler."""
     overrides: dict[str, Any] = {"POLL": poll, "SAMPLER": True, "BIND": bind, "USERS": users, "TOKENS": tokens,
                                  "TRUST_USER_HEADER": trust_user_header, "TRUST_ROLE_HEADER": trust_role_header,
                                  "TRUST_DEFAULT_ROLE": trust_default_role, "SESSION_COOKIE_SECURE": secure_cookies,
                                  "READ_ONLY": read_only, "INSECURE_NO_AUTH": insecure_no_auth,
-                                 "BULK_CHUNK": bulk_chunk}  # fmt: skip
+                                 "BULK_CHUNK": bulk_chunk, "WEBHOOK_ALLOW_INTERNAL": webhook_allow_internal}  # fmt: skip
     if trusted_proxies:
         overrides["TRUSTED_PROXIES"] = config.split_specs(trusted_proxies)
     if allowed_hosts:

@@ -37,7 +37,8 @@ DEFAULTS = {
     "TRUST_DEFAULT_ROLE": "viewer",
     "TRUSTED_PROXIES": ["127.0.0.1", "::1"],
     "INSECURE_NO_AUTH": False,
-    "ALLOWED_HOSTS": [],  # host names answered besides loopback names and the bind address (app/security/hosts.py)
+    "ALLOWED_HOSTS": [],
+    "WEBHOOK_ALLOW_INTERNAL": False,  # --webhook-allow-internal: webhooks to link-local/metadata addresses  # host names answered besides loopback names and the bind address (app/security/hosts.py)
     "READ_ONLY": False,
     # Request bodies: at most this many bytes (413 before anything reads them); forms the same.
     "MAX_CONTENT_LENGTH": 4 * 1024 * 1024,

@@ -27,7 +27,7 @@ from queuewatch.views.jinja import ago, isotime
 
 from . import rules as alerts
 from .rules import FIRING, Alert, Rule, Transition
-from .webhooks import Notifier, Webhook, parse_webhook
+from .webhooks import DeliveryError, Notifier, Webhook, parse_webhook
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,13 @@ class AlertService:
     def webhooks(self) -> list[Webhook]:
         """The targets kept in the store (editable); ``configured`` ones come from --webhook."""
         text = self.store.get(WEBHOOKS_SETTING)
-        return [parse_webhook(item) for item in json.loads(text)] if text else []
+        found = []
+        for item in json.loads(text) if text else ():
+            try:
+                found.append(parse_webhook(item))
+            except ValueError as exc:  # stored before it would have been refused: skipped, never fatal
+                log.warning("skipping a stored webhook target: %s", exc)
+        return found
 
     def put_webhooks(self, webhooks: list[Webhook]) -> None:
         self.store.put(WEBHOOKS_SETTING, json.dumps([w.to_json() for w in webhooks]))
@@ -93,7 +99,7 @@ class AlertService:
             try:
                 self.notifier.post(webhook, message)
                 results.append((webhook, None))
-            except (OSError, ValueError) as exc:
+            except DeliveryError as exc:
                 results.append((webhook, str(exc)))
         return results
 
@@ -176,7 +182,8 @@ def alert_json(a: Alert) -> dict[str, Any]:
 def init_app(app: Flask, sampler: Sampler) -> AlertService:
     """Keep the service in ``app.extensions`` and evaluate on the sampler's snapshots while it holds the lease."""
     configured = [parse_webhook(spec) for spec in config.split_specs(app.config.get("WEBHOOK"))]
-    service = AlertService(app.extensions["queuewatch.store"], holder=sampler.holder, configured=configured)
+    notifier = Notifier(own=lambda: own_addresses(app), allow_internal=bool(app.config.get("WEBHOOK_ALLOW_INTERNAL")))
+    service = AlertService(app.extensions["queuewatch.store"], holder=sampler.holder, configured=configured, notifier=notifier)
     app.extensions["queuewatch.alerts"] = service
 
     def on_snapshot(snapshot: Snapshot) -> None:
@@ -187,6 +194,16 @@ def init_app(app: Flask, sampler: Sampler) -> AlertService:
     sampler.on_snapshot(on_snapshot)
     _template_helpers(app, service)
     return service
+
+
+def own_addresses(app: Flask) -> list[tuple[str, int]]:
+    """Where this dashboard listens, as (host, port): a webhook must not point back at it."""
+    bind = app.config.get("BIND") or ""
+    host, _, port = bind.rpartition(":")
+    if not port.isdigit():
+        return []
+    names = [host.strip("[]") or "0.0.0.0", "localhost", *config.split_specs(app.config.get("ALLOWED_HOSTS"))]
+    return [(name, int(port)) for name in names]
 
 
 def _template_helpers(app: Flask, service: AlertService) -> None:
