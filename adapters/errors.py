@@ -1,4 +1,4 @@
-"""The only exceptions an adapter lets out.
+"""The only exceptions an adapter (and the dashboard's own store) lets out.
 
 Every adapter maps its client library's exceptions (redis-py, pika, HTTP) to
 these at one boundary, so the app never has to know which library failed.
@@ -19,3 +19,7 @@ class NotFound(AdapterError):
 
 class Unsupported(AdapterError):
     """The system cannot do this, or cannot do it for this job; the message says why."""
+
+
+class StoreUnavailable(BackendUnavailable):
+    """The dashboard's own store cannot be read or written (a file gone read-only, a Redis down)."""

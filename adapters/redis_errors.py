@@ -11,14 +11,14 @@ from .errors import BackendUnavailable
 
 
 @contextlib.contextmanager
-def redis_errors(what: str = "Redis") -> Iterator[None]:
-    """Map redis-py's exceptions (and socket errors) to BackendUnavailable."""
+def redis_errors(what: str = "Redis", kind: type[BackendUnavailable] = BackendUnavailable) -> Iterator[None]:
+    """Map redis-py's exceptions (and socket errors) to BackendUnavailable (or ``kind``, a subclass)."""
     try:
         yield
     except redis.exceptions.ResponseError as exc:
         # NOSCRIPT, WRONGTYPE, OOM...: the server answered, but not as asked.
-        raise BackendUnavailable(f"{what} refused the command: {exc}") from exc
+        raise kind(f"{what} refused the command: {exc}") from exc
     except redis.exceptions.RedisError as exc:
-        raise BackendUnavailable(f"{what} is unreachable: {exc or type(exc).__name__}") from exc
+        raise kind(f"{what} is unreachable: {exc or type(exc).__name__}") from exc
     except OSError as exc:
-        raise BackendUnavailable(f"{what} is unreachable: {exc}") from exc
+        raise kind(f"{what} is unreachable: {exc}") from exc

@@ -67,6 +67,8 @@ def main(ctx: click.Context) -> None:
               type=click.Choice(["viewer", "operator", "admin"]))
 @click.option("--trusted-proxy", "trusted_proxies", envvar="QUEUEWATCH_TRUSTED_PROXIES", multiple=True, metavar="ADDRESS",
               help="Address of the authenticating proxy (repeatable). Default 127.0.0.1 and ::1.")
+@click.option("--session-idle", envvar="QUEUEWATCH_SESSION_IDLE", type=click.FloatRange(min=0.01), default=12.0,
+              show_default=True, metavar="HOURS", help="A login session unused this long ends (logging out ends it at once).")
 @click.option("--secure-cookies", envvar="QUEUEWATCH_SECURE_COOKIES", is_flag=True,
               help="Mark the session cookie Secure (behind a TLS-terminating proxy).")
 @click.option("--read-only", envvar="QUEUEWATCH_READ_ONLY", is_flag=True, help="Refuse every change with 403.")
@@ -96,7 +98,7 @@ def main(ctx: click.Context) -> None:
 def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...], state: str | None,
           poll: float, threads: int, workers: int, log_level: str, users: str | None, tokens: str | None,
           trust_user_header: str | None, trust_role_header: str | None, trust_default_role: str,
-          trusted_proxies: tuple[str, ...], secure_cookies: bool, read_only: bool, allowed_hosts: tuple[str, ...],
+          trusted_proxies: tuple[str, ...], session_idle: float, secure_cookies: bool, read_only: bool, allowed_hosts: tuple[str, ...],
           insecure_no_auth: bool,
           webhooks: tuple[str, ...] = (), celery_results: tuple[str, ...] = (), rabbitmq_management: tuple[str, ...] = (),
           rabbitmq_queues: tuple[str, ...] = (), rabbitmq_dlqs: tuple[str, ...] = (),
@@ -105,6 +107,7 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
     overrides: dict[str, Any] = {"POLL": poll, "SAMPLER": True, "BIND": bind, "USERS": users, "TOKENS": tokens,
                                  "TRUST_USER_HEADER": trust_user_header, "TRUST_ROLE_HEADER": trust_role_header,
                                  "TRUST_DEFAULT_ROLE": trust_default_role, "SESSION_COOKIE_SECURE": secure_cookies,
+                                 "SESSION_IDLE_SECONDS": session_idle * 3600,
                                  "READ_ONLY": read_only, "INSECURE_NO_AUTH": insecure_no_auth,
                                  "BULK_CHUNK": bulk_chunk, "WEBHOOK_ALLOW_INTERNAL": webhook_allow_internal}  # fmt: skip
     if trusted_proxies:
@@ -201,8 +204,15 @@ def hash_password(password: str | None) -> None:
 @main.command("make-token")
 @click.argument("name")
 @click.argument("role", type=click.Choice(auth.ROLES))
-def make_token(name: str, role: str) -> None:
+@click.option("--expires-in-days", type=click.FloatRange(min=0, min_open=True), metavar="DAYS",
+              help="The token stops working after this many days (the tokens file line says when).")
+def make_token(name: str, role: str, expires_in_days: float | None) -> None:
     """Make an API token: prints the token (give it to the client) and the line for the tokens file."""
+    import time
+
     token = auth.make_token()
+    record = {"name": name, "role": role, "token_hash": auth.hash_token(token)}
+    if expires_in_days:
+        record["expires"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + expires_in_days * 86400))
     click.echo(f"token: {token}")
-    click.echo("tokens file line: " + json.dumps({"name": name, "role": role, "token_hash": auth.hash_token(token)}))
+    click.echo("tokens file line: " + json.dumps(record))

@@ -27,7 +27,9 @@ DEFAULTS = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_NAME": "queuewatch_session",
-    "SESSION_COOKIE_SECURE": False,  # --secure-cookies; HTTPS requests get Secure anyway (app/security/auth.py)
+    "SESSION_COOKIE_SECURE": False,
+    "SESSION_IDLE_SECONDS": 12 * 3600,  # --session-idle: a session unused this long ends (app/security/sessions.py)
+    "PERMANENT_SESSION_LIFETIME": 7 * 86400,  # and any session this old  # --secure-cookies; HTTPS requests get Secure anyway (app/security/auth.py)
     # Who may do what (app/security/auth.py, README "Security"): no users and a loopback bind = open.
     "BIND": None,  # the CLI passes --bind; None (a test client) counts as loopback
     "USERS": None,  # users file: TOML or JSON lines of name, role, password_hash

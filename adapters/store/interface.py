@@ -122,5 +122,24 @@ class StateStore(Protocol):
     def drop_operation_ids(self, op_id: str) -> None:
         """Forget an operation's job ids (it has finished with them)."""
 
+    # -- attempts (the login limiter: shared by every process and replica) ---------------
+
+    def count_attempt(self, key: str, window: float) -> int:
+        """One more attempt under ``key``, atomically; the count within the window (which starts at the first)."""
+
+    def attempts(self, key: str, window: float) -> tuple[int, float]:
+        """(attempts counted under ``key`` in its window, seconds until the window ends)."""
+
+    def reset_attempts(self, key: str) -> None:
+        """Forget the attempts under ``key`` (a login that succeeded)."""
+
+    # -- health --------------------------------------------------------------------------
+
+    notices: list[str]  # what happened to the store that the operator should know (a damaged file moved aside)
+    last_write_error: tuple[float, str] | None  # (when, why) of the last failure, until a write succeeds
+
+    def check(self) -> str | None:
+        """Why the store cannot be written now, or None (a real write: for /readyz)."""
+
     def close(self) -> None:
         """Release connections."""

@@ -28,19 +28,22 @@ No Flask here; redis-py errors become ``BackendUnavailable`` at one boundary.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import redis
 
 from queuewatch.adapters.backends import redact_url
+from queuewatch.adapters.errors import StoreUnavailable
 from queuewatch.adapters.redis_errors import redis_errors
 
 from .interface import AUDIT_KEEP, CLAIM_DAYS, OPERATIONS_KEEP, Point
 
 CLAIM_SECONDS = CLAIM_DAYS * 86400
 _STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
-_SCRIPTS = {name: Path(__file__).with_name(f"{name}.lua").read_text() for name in ("lease", "release")}
+_SCRIPTS = {name: Path(__file__).with_name(f"{name}.lua").read_text() for name in ("lease", "release", "attempt")}
 
 
 class RedisStateStore:
@@ -60,6 +63,43 @@ class RedisStateStore:
         self.location = redact_url(url) if url else f"{client!r}"
         self._what = f"Redis state store {self.location}"
         self._scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
+        self.notices: list[str] = []
+        self.last_write_error: tuple[float, str] | None = None
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """redis-py's errors as StoreUnavailable, the last one kept for the banner and /readyz."""
+        try:
+            with redis_errors(self._what, StoreUnavailable):
+                yield
+        except StoreUnavailable as exc:
+            self.last_write_error = (time.time(), str(exc))
+            raise
+
+    def check(self) -> str | None:
+        """Why the store cannot be written now, or None: a real write (for /readyz)."""
+        try:
+            self.put("readyz", str(time.time()))
+        except StoreUnavailable as exc:
+            return str(exc)
+        return None
+
+    # -- attempts (the login limiter) ---------------------------------------------
+
+    def count_attempt(self, key: str, window: float) -> int:
+        with self._guard():
+            return int(self._scripts["attempt"](keys=[self._key("attempts", key)], args=[max(1, int(window * 1000))]))
+
+    def attempts(self, key: str, window: float) -> tuple[int, float]:
+        with self._guard(), self.client.pipeline(transaction=True) as pipe:
+            pipe.get(self._key("attempts", key))
+            pipe.pttl(self._key("attempts", key))
+            count, left = pipe.execute()
+        return (int(count), max(0.0, left / 1000)) if count is not None and left > 0 else (0, 0.0)
+
+    def reset_attempts(self, key: str) -> None:
+        with self._guard():
+            self.client.delete(self._key("attempts", key))
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -70,16 +110,17 @@ class RedisStateStore:
     # -- settings --------------------------------------------------------------
 
     def get(self, key: str) -> str | None:
-        with redis_errors(self._what):
+        with self._guard():
             value = self.client.hget(self._key("settings"), key)
         return None if value is None else value.decode()
 
     def put(self, key: str, value: str) -> None:
-        with redis_errors(self._what):
+        with self._guard():
             self.client.hset(self._key("settings"), key, value)
+        self.last_write_error = None
 
     def set_default(self, key: str, value: str) -> str:
-        with redis_errors(self._what), self.client.pipeline(transaction=True) as pipe:
+        with self._guard(), self.client.pipeline(transaction=True) as pipe:
             pipe.hsetnx(self._key("settings"), key, value)
             pipe.hget(self._key("settings"), key)
             _, stored = pipe.execute()
@@ -88,16 +129,16 @@ class RedisStateStore:
     # -- lease -------------------------------------------------------------------
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> tuple[str | None, float]:
-        with redis_errors(self._what):
+        with self._guard():
             current, left_ms = self._scripts["lease"](keys=[self._key("lease", name)], args=[holder, max(1, int(ttl * 1000))])
         return current.decode(), max(0, int(left_ms)) / 1000
 
     def release_lease(self, name: str, holder: str) -> None:
-        with redis_errors(self._what):
+        with self._guard():
             self._scripts["release"](keys=[self._key("lease", name)], args=[holder])
 
     def lease(self, name: str) -> tuple[str | None, float]:
-        with redis_errors(self._what), self.client.pipeline(transaction=True) as pipe:
+        with self._guard(), self.client.pipeline(transaction=True) as pipe:
             pipe.get(self._key("lease", name))
             pipe.pttl(self._key("lease", name))
             holder, left_ms = pipe.execute()
@@ -111,7 +152,7 @@ class RedisStateStore:
         rows = sorted(points, key=lambda p: (p[0], p[1]))
         if not rows:
             return 0
-        with redis_errors(self._what), self.client.pipeline(transaction=False) as pipe:
+        with self._guard(), self.client.pipeline(transaction=False) as pipe:
             pipe.sadd(self._key("tiers"), tier)
             pipe.sadd(self._key("series"), *{series for series, _, _ in rows})
             for series, t, payload in rows:
@@ -120,14 +161,14 @@ class RedisStateStore:
             replies = pipe.execute(raise_on_error=False)
         for reply in replies[:2]:
             if isinstance(reply, Exception):
-                with redis_errors(self._what):
+                with self._guard():
                     raise reply
         return sum(1 for reply in replies[2:] if not isinstance(reply, Exception))
 
     def points(self, tier: str, series: Sequence[str] | None, after: int, before: int) -> dict[str, list[tuple[int, bytes]]]:
         if before - after <= 1:
             return {}
-        with redis_errors(self._what):
+        with self._guard():
             keys = sorted(self._all_series()) if series is None else list(series)
             with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
@@ -140,7 +181,7 @@ class RedisStateStore:
         return found
 
     def prune(self, tier: str, before: int) -> int:
-        with redis_errors(self._what):
+        with self._guard():
             keys = sorted(self._all_series())
             with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
@@ -153,7 +194,7 @@ class RedisStateStore:
     def forget_empty_series(self) -> int:
         empty = [key for key, count in self._counts().items() if not count]
         if empty:
-            with redis_errors(self._what):
+            with self._guard():
                 streams = [self._stream(tier, key) for key in empty for tier in self._tiers()]
                 with self.client.pipeline(transaction=False) as pipe:
                     if streams:
@@ -170,7 +211,7 @@ class RedisStateStore:
 
     def _counts(self) -> dict[str, int]:
         """Points per series over every tier."""
-        with redis_errors(self._what):
+        with self._guard():
             keys, tiers = sorted(self._all_series()), self._tiers()
             if not keys or not tiers:
                 return {key: 0 for key in keys}
@@ -184,40 +225,40 @@ class RedisStateStore:
     # -- audit -----------------------------------------------------------------
 
     def add_audit(self, entry: str) -> str:
-        with redis_errors(self._what):
+        with self._guard():
             entry_id = self.client.xadd(self._key("audit"), {b"e": entry.encode()}, maxlen=AUDIT_KEEP, approximate=True)
         return entry_id.decode()
 
     def audit(self, limit: int, before: str | None = None) -> list[tuple[str, str]]:
         if before is not None and not _STREAM_ID.match(before):
             raise ValueError(f"not an audit cursor: {before!r}")
-        with redis_errors(self._what):
+        with self._guard():
             rows = self.client.xrevrange(self._key("audit"), max=f"({before}" if before else "+", min="-", count=limit)
         return [(entry_id.decode(), fields[b"e"].decode()) for entry_id, fields in rows]
 
     # -- alerts ------------------------------------------------------------------
 
     def alert_rules(self) -> dict[str, str]:
-        with redis_errors(self._what):
+        with self._guard():
             found = self.client.hgetall(self._key("alerts", "rules"))
         return {k.decode(): v.decode() for k, v in sorted(found.items())}
 
     def put_alert_rule(self, key: str, rule: str) -> None:
-        with redis_errors(self._what):
+        with self._guard():
             self.client.hset(self._key("alerts", "rules"), key, rule)
 
     def delete_alert_rule(self, key: str) -> bool:
-        with redis_errors(self._what):
+        with self._guard():
             return bool(self.client.hdel(self._key("alerts", "rules"), key))
 
     def alert_states(self) -> dict[str, str]:
-        with redis_errors(self._what):
+        with self._guard():
             found = self.client.hgetall(self._key("alerts", "states"))
         return {k.decode(): v.decode() for k, v in found.items()}
 
     def put_alert_states(self, states: Mapping[str, str], drop: Sequence[str]) -> None:
         key = self._key("alerts", "states")
-        with redis_errors(self._what), self.client.pipeline(transaction=True) as pipe:
+        with self._guard(), self.client.pipeline(transaction=True) as pipe:
             if drop:
                 pipe.hdel(key, *drop)
             if states:
@@ -226,7 +267,7 @@ class RedisStateStore:
 
     def record_alert(self, entry_id: str, started: int, entry: str, keep: int) -> None:
         entries, order = self._key("alerts", "history"), self._key("alerts", "history", "order")
-        with redis_errors(self._what):
+        with self._guard():
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.hset(entries, entry_id, entry)
                 pipe.zadd(order, {entry_id: started})
@@ -240,20 +281,20 @@ class RedisStateStore:
 
     def alert_history(self, limit: int) -> list[str]:
         entries, order = self._key("alerts", "history"), self._key("alerts", "history", "order")
-        with redis_errors(self._what):
+        with self._guard():
             ids = self.client.zrevrange(order, 0, limit - 1)
             values = self.client.hmget(entries, ids) if ids else []
         return [v.decode() for v in values if v is not None]
 
     def claim(self, claim_id: str, holder: str) -> bool:
-        with redis_errors(self._what):
+        with self._guard():
             return bool(self.client.set(self._key("claim", claim_id), holder, nx=True, ex=CLAIM_SECONDS))
 
     # -- bulk operations ---------------------------------------------------------
 
     def put_operation(self, op_id: str, created: float, record: str) -> None:
         records, order = self._key("ops"), self._key("ops", "order")
-        with redis_errors(self._what):
+        with self._guard():
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.hset(records, op_id, record)
                 pipe.zadd(order, {op_id: created})
@@ -267,32 +308,32 @@ class RedisStateStore:
                     pipe.execute()
 
     def operation(self, op_id: str) -> str | None:
-        with redis_errors(self._what):
+        with self._guard():
             value = self.client.hget(self._key("ops"), op_id)
         return None if value is None else value.decode()
 
     def operations(self, limit: int) -> list[str]:
-        with redis_errors(self._what):
+        with self._guard():
             ids = self.client.zrevrange(self._key("ops", "order"), 0, limit - 1)
             values = self.client.hmget(self._key("ops"), ids) if ids else []
         return [v.decode() for v in values if v is not None]
 
     def put_operation_ids(self, op_id: str, n: int, ids: str) -> None:
-        with redis_errors(self._what):
+        with self._guard():
             self.client.hset(self._key("ops", "ids", op_id), str(n), ids)
 
     def operation_ids(self, op_id: str, n: int) -> str | None:
-        with redis_errors(self._what):
+        with self._guard():
             value = self.client.hget(self._key("ops", "ids", op_id), str(n))
         return None if value is None else value.decode()
 
     def drop_operation_ids(self, op_id: str) -> None:
-        with redis_errors(self._what):
+        with self._guard():
             self.client.delete(self._key("ops", "ids", op_id))
 
     def memory_bytes(self) -> int:
         """Memory the history keys take in Redis (MEMORY USAGE; for the docs and tests)."""
-        with redis_errors(self._what):
+        with self._guard():
             keys = [self._stream(tier, key) for key in self._all_series() for tier in self._tiers()]
             with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:

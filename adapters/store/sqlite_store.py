@@ -3,17 +3,35 @@
 One short-lived connection per call, WAL mode: safe across threads and across
 the processes of one host that share the file. History points are kept per
 series, tier and time (primary key), append-only.
+
+The file holds the session-signing key, so it is made 0600 in a 0700 folder
+(and tightened if found looser). It survives what happens to files: deleted
+under a running dashboard, it is made again on the next call; found damaged at
+start, it is moved aside and a new one started (``notices`` says so); read-only
+or on a full disk, every call raises ``StoreUnavailable`` with the reason, and
+``last_write_error`` keeps it for the banner and ``/readyz``. The schema is
+versioned (``PRAGMA user_version``) so later versions can migrate it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from queuewatch.adapters.errors import StoreUnavailable
+
 from .interface import AUDIT_KEEP, CLAIM_DAYS, OPERATIONS_KEEP, Point
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1  # PRAGMA user_version of a store this code made; MIGRATIONS lead an older one here
+MIGRATIONS: dict[int, str] = {}  # version -> SQL that turns version-1 into it (none yet: 1 is the first)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,7 +53,27 @@ CREATE TABLE IF NOT EXISTS claims (id TEXT PRIMARY KEY, holder TEXT NOT NULL, at
 CREATE TABLE IF NOT EXISTS ops (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS ops_created ON ops (created);
 CREATE TABLE IF NOT EXISTS op_ids (op TEXT NOT NULL, n INTEGER NOT NULL, ids TEXT NOT NULL, PRIMARY KEY (op, n)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS attempts (key TEXT PRIMARY KEY, count INTEGER NOT NULL, since REAL NOT NULL);
 """
+
+
+def _private_dir(folder: Path) -> None:
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _private_file(path: Path) -> None:
+    """The file, made 0600 if absent, tightened to 0600 if others may read it."""
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        try:
+            path.chmod(mode & 0o700)
+            log.warning("the state file %s was readable by others (%o): made private (it holds the session key)", path, mode)
+        except OSError as exc:  # not ours to change: say so
+            log.warning("the state file %s is readable by others (%o) and cannot be made private: %s", path, mode, exc)
 
 
 class SQLiteStateStore:
@@ -44,20 +82,115 @@ class SQLiteStateStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.location = str(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
+        self.notices: list[str] = []  # what happened to the file that the operator should know
+        self.last_write_error: tuple[float, str] | None = None  # (when, why) of the last failed write, until one succeeds
+        self._inode: int | None = None
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            if not any(word in str(exc) for word in ("not a database", "malformed", "corrupt")):
+                raise StoreUnavailable(f"the state store {self.path} cannot be opened: {exc}") from exc
+            aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+            self.notices.append(f"The state file {self.path} was damaged ({exc}): it was moved to {aside} and a new one "
+                                "started, so history, alert rules and settings start empty.")  # fmt: skip
+            log.error(self.notices[-1])
+            self._open()
+        except OSError as exc:
+            raise StoreUnavailable(f"the state store {self.path} cannot be opened: {exc}") from exc
+
+    def _open(self) -> None:
+        """The folder (0700) and the file (0600) if missing, WAL, and the schema at this version."""
+        _private_dir(self.path.parent)
+        _private_file(self.path)
+        db = sqlite3.connect(self.path, timeout=10)
+        try:
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreUnavailable(f"the state store {self.path} was made by a newer queuewatch (schema {version}; "
+                                       f"this one knows {SCHEMA_VERSION})")  # fmt: skip
+            with db:
+                db.executescript(SCHEMA)  # CREATE ... IF NOT EXISTS: the whole current schema, on a new file too
+                for step in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                    db.executescript(MIGRATIONS[step])
+                if version != SCHEMA_VERSION:
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        finally:
+            db.close()
+        self._inode = self.path.stat().st_ino
+
+    def _gone(self) -> bool:
+        try:
+            return self.path.stat().st_ino != self._inode
+        except FileNotFoundError:
+            return True
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10)
+        if self._gone():  # deleted (or replaced) under a running dashboard: start a new one rather than fail
+            self.notices.append(f"The state file {self.path} disappeared at {time.strftime('%H:%M:%S')}: a new one "
+                                "was started (history, rules and settings from before are gone).")  # fmt: skip
+            log.error(self.notices[-1])
+            try:
+                self._open()
+            except (OSError, sqlite3.Error) as exc:
+                self._failed(exc)
+                raise StoreUnavailable(f"the state store {self.path} is gone and cannot be made again: {exc}") from exc
+        try:
+            db = sqlite3.connect(self.path, timeout=10)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            raise StoreUnavailable(f"the state store {self.path} cannot be opened: {exc}") from exc
         try:
             db.execute("PRAGMA synchronous=NORMAL")  # WAL keeps the file consistent; a power cut may lose a sample
             with db:
                 yield db
+            if db.total_changes:
+                self.last_write_error = None
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            raise StoreUnavailable(f"the state store {self.path} cannot be used: {exc}") from exc
         finally:
             db.close()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.last_write_error = (time.time(), str(exc))
+
+    def check(self) -> str | None:
+        """Why the store cannot be written now, or None: a real write (for /readyz)."""
+        try:
+            self.put("readyz", str(time.time()))
+        except StoreUnavailable as exc:
+            return str(exc)
+        return None
+
+    # -- attempts (the login limiter) ---------------------------------------------
+
+    def count_attempt(self, key: str, window: float) -> int:
+        with self._connect() as db:
+            now = time.time()
+            db.execute("INSERT INTO attempts (key, count, since) VALUES (?, 1, ?) ON CONFLICT (key) DO UPDATE SET "
+                       "count = CASE WHEN since <= ? THEN 1 ELSE count + 1 END, "
+                       "since = CASE WHEN since <= ? THEN excluded.since ELSE since END",
+                       (key, now, now - window, now - window))  # fmt: skip
+            if int(now) % 64 == 0:
+                db.execute("DELETE FROM attempts WHERE since <= ?", (now - 86400,))
+            return db.execute("SELECT count FROM attempts WHERE key = ?", (key,)).fetchone()[0]
+
+    def attempts(self, key: str, window: float) -> tuple[int, float]:
+        with self._connect() as db:
+            row = db.execute("SELECT count, since FROM attempts WHERE key = ?", (key,)).fetchone()
+        if row is None or row[1] <= time.time() - window:
+            return 0, 0.0
+        return row[0], row[1] + window - time.time()
+
+    def reset_attempts(self, key: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM attempts WHERE key = ?", (key,))
 
     # -- settings --------------------------------------------------------------
 

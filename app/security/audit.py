@@ -17,6 +17,8 @@ from typing import Any
 
 from flask import current_app, g, has_request_context, request
 
+from .logins import client_address
+
 from queuewatch.adapters.store import StateStore
 
 log = logging.getLogger("queuewatch.audit")
@@ -45,7 +47,7 @@ def _who() -> tuple[str, str | None, str | None]:
         return "system", None, None
     principal = g.get("principal")
     name, role = (principal.name, principal.role) if principal else ("anonymous", None)
-    return name, role, request.remote_addr
+    return name, role, client_address(current_app.extensions["queuewatch.auth"].proxies) if "queuewatch.auth" in current_app.extensions else request.remote_addr
 
 
 def record(action: str, *, backend: str | None = None, system: str | None = None, queue: str | None = None,

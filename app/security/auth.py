@@ -17,9 +17,7 @@ import hashlib
 import ipaddress
 import json
 import secrets
-import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -29,6 +27,9 @@ from typing import Any
 from flask import Flask, Response, abort, current_app, g, redirect, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.security import check_password_hash, generate_password_hash
+
+from . import sessions
+from .logins import LoginLimiter, client_address
 
 ROLES = ("viewer", "operator", "admin")
 PUBLIC = "public"
@@ -42,6 +43,7 @@ POLICY: tuple[tuple[str, frozenset[str], str], ...] = (
     ("auth.login", ANY, PUBLIC),
     ("auth.logout", ANY, PUBLIC),
     ("health.healthz", ANY, PUBLIC),
+    ("health.readyz", READ, PUBLIC),
     ("metrics.metrics", READ, "viewer"),
     ("audit.*", ANY, "admin"),
     ("openapi.*", READ, "viewer"),
@@ -64,7 +66,6 @@ POLICY: tuple[tuple[str, frozenset[str], str], ...] = (
     ("triage.*", READ, "viewer"),
     ("triage_api.*", READ, "viewer"),
 )
-LOGIN_FAILURES, LOGIN_WINDOW = 5, 300.0  # per client address and per user name
 
 # A real hash to check against when the user is unknown, so timing does not say who exists.
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
@@ -97,6 +98,7 @@ class Principal:
 class Credentials:
     users: dict[str, tuple[str, str]] = field(default_factory=dict)  # name → (role, password hash)
     tokens: dict[str, tuple[str, str]] = field(default_factory=dict)  # sha256 hex → (name, role)
+    expires: dict[str, float] = field(default_factory=dict)  # token name → unix time it stops working
 
     @property
     def any(self) -> bool:
@@ -147,6 +149,8 @@ def load_credentials(users_file: str | None, tokens_file: str | None, settings: 
             if not rec.get("name") or not digest.startswith("sha256:"):
                 raise ValueError(f"{where}: needs name, role and token_hash (sha256:HEX, from `queuewatch make-token`)")
             creds.tokens[digest.split(":", 1)[1].lower()] = (str(rec["name"]), _role(rec.get("role"), where))
+            if rec.get("expires"):
+                creds.expires[str(rec["name"])] = _expiry(rec["expires"], where)
     for key, value in settings.items():
         for prefix in ("USER_", "TOKEN_"):
             if key.startswith(prefix) and key != "USER_HEADER" and isinstance(value, str):
@@ -161,6 +165,17 @@ def load_credentials(users_file: str | None, tokens_file: str | None, settings: 
                 else:
                     raise ValueError(f"QUEUEWATCH_{key}: expected ROLE:sha256:HEX")
     return creds
+
+
+def _expiry(value: object, where: str) -> float:
+    """A token's ``expires``: an ISO 8601 date or time (UTC unless it says)."""
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{where}: expires must be an ISO 8601 date or time, not {value!r}") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def is_loopback(bind: str | None) -> bool:
@@ -185,41 +200,6 @@ def exposure_problem(bind: str | None, authenticated: bool, insecure: bool) -> s
             "bind to 127.0.0.1, or pass --insecure-no-auth if something in front of queuewatch authenticates.")
 
 
-class LoginLimiter:
-    """Failed logins per key in a sliding window, in memory (per process)."""
-
-    def __init__(self, limit: int = LOGIN_FAILURES, window: float = LOGIN_WINDOW) -> None:
-        self.limit, self.window = limit, window
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def retry_after(self, *keys: str) -> int:
-        """Seconds until a login may be tried again for any of ``keys`` (0: now)."""
-        now = time.monotonic()
-        wait = 0.0
-        with self._lock:
-            for key in keys:
-                times = self._failures.get(key)
-                while times and times[0] <= now - self.window:
-                    times.popleft()
-                if times is not None and not times:
-                    del self._failures[key]
-                elif times and len(times) >= self.limit:
-                    wait = max(wait, times[0] + self.window - now)
-        return int(wait) + 1 if wait else 0
-
-    def failed(self, *keys: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for key in keys:
-                self._failures.setdefault(key, deque(maxlen=self.limit * 2)).append(now)
-
-    def succeeded(self, *keys: str) -> None:
-        with self._lock:
-            for key in keys:
-                self._failures.pop(key, None)
-
-
 @dataclass
 class Auth:
     """What ``init_app`` keeps in ``app.extensions["queuewatch.auth"]``."""
@@ -229,7 +209,7 @@ class Auth:
     role_header: str | None
     default_role: str
     proxies: frozenset[str]
-    limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    limiter: LoginLimiter
 
     @property
     def required(self) -> bool:
@@ -258,6 +238,10 @@ def identify() -> Principal | None:
         found = state.credentials.tokens.get(hashlib.sha256(header[7:].strip().encode()).hexdigest())
         if found is None:
             abort(401, description="the bearer token is not known")
+        expires = state.credentials.expires.get(found[0])
+        if expires is not None and time.time() >= expires:
+            abort(401, description=f"the bearer token {found[0]!r} expired at "
+                                   f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires))}")  # fmt: skip
         return Principal(found[0], found[1], "token")
     if state.user_header and request.remote_addr in state.proxies:
         name = request.headers.get(state.user_header, "").strip()
@@ -266,7 +250,9 @@ def identify() -> Principal | None:
             return Principal(name, role if role in ROLES else state.default_role, "proxy")
     name = session.get("user")
     if isinstance(name, str) and name in state.credentials.users:
-        return Principal(name, state.credentials.users[name][0], "session")
+        if sessions.valid(name):
+            return Principal(name, state.credentials.users[name][0], "session")
+        session.clear()  # revoked by a logout, idle too long or too old: log in again
     return None
 
 
@@ -321,14 +307,16 @@ def init_app(app: Flask) -> None:
         role_header=config.get("TRUST_ROLE_HEADER") or None,
         default_role=_role(config.get("TRUST_DEFAULT_ROLE") or "viewer", "--trust-default-role"),
         proxies=frozenset(proxies.split(",") if isinstance(proxies, str) else proxies),
+        limiter=LoginLimiter(app.extensions["queuewatch.store"]),
     )
     app.session_interface = SessionInterface()
     app.before_request(enforce)
     app.jinja_env.globals.update(can=can, principal=principal, auth_required=lambda: auth().required)
 
 
-def login_keys(name: str) -> tuple[str, str]:
-    return (f"addr:{request.remote_addr}", f"user:{name.lower()}")
+def client() -> str:
+    """This request's client address (behind a trusted proxy, the hop it added)."""
+    return client_address(auth().proxies)
 
 
 def make_token() -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, make_response, redirect, render_template, request, session, url_for
 
 from queuewatch.security import audit
-from queuewatch.security.auth import auth, login_keys
+from queuewatch.security import sessions
+from queuewatch.security.auth import auth, client
 
 from .params import safe_next
 
@@ -25,26 +26,26 @@ def login() -> Response | str | tuple[str, int]:
     if request.method == "GET":
         return render_template("login.html", next=target, error=None)
     name = request.form.get("username", "").strip()[:200]
-    keys = login_keys(name)
-    wait = state.limiter.retry_after(*keys)
+    address = client()
+    wait = state.limiter.reserve(address, name)  # counted before the password is checked: concurrent guesses wait too
     if wait:
-        answer = make_response(render_template("login.html", next=target, error=f"Too many failed attempts: try again in {wait} s."), 429)
+        audit.record_login(name, None, "refused (too many attempts)")
+        answer = make_response(render_template("login.html", next=target, error=f"Too many attempts: try again in {wait} s."), 429)
         answer.headers["Retry-After"] = str(wait)
         return answer
     who = state.check_password(name, request.form.get("password", ""))
     if who is None:
-        state.limiter.failed(*keys)
         audit.record_login(name, None, "refused")
         return render_template("login.html", next=target, error="Wrong user name or password."), 401
-    state.limiter.succeeded(*keys)
-    session.clear()  # a new session (and CSRF token) for the new identity
-    session["user"] = who.name
+    state.limiter.succeeded(address, name)
+    sessions.begin(who.name)  # a new session (and CSRF token) for the new identity
     audit.record_login(who.name, who.role, "ok")
     return redirect(target, code=303)
 
 
 @bp.post("/logout")
 def logout() -> Response:
-    """End the session."""
-    session.clear()
+    """End the session, and every other session of the same user (a copied cookie too)."""
+    user = session.get("user")
+    sessions.end(user if isinstance(user, str) else None)
     return redirect(url_for("auth.login"), code=303)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from queuewatch.adapters.errors import AdapterError, NotFound, Unsupported
+from queuewatch.adapters.errors import AdapterError, NotFound, StoreUnavailable, Unsupported
 from queuewatch.failures.operations import OperationError
 from queuewatch.failures.triage import FilterError
 
@@ -30,6 +30,7 @@ CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_fo
          409: "conflict", 413: "too_large", 429: "too_many_requests", 500: "error", 503: "unavailable"}  # fmt: skip
 TITLES = {400: "Bad request", 401: "Log in first", 403: "Not allowed", 404: "Not found", 405: "Not allowed",
           409: "Not possible", 413: "Too large", 429: "Too many requests", 503: "Unavailable"}  # fmt: skip
+STORE_TITLE = "The dashboard's own store is unavailable"
 
 
 def classify(error: Exception) -> tuple[int, str]:
@@ -38,6 +39,8 @@ def classify(error: Exception) -> tuple[int, str]:
         return 404, "not_found"
     if isinstance(error, Unsupported):
         return 409, "unsupported"
+    if isinstance(error, StoreUnavailable):
+        return 503, "store_unavailable"
     if isinstance(error, AdapterError):  # BackendUnavailable, or any other: the backend's fault, not ours
         return 503, "backend_unavailable"
     if isinstance(error, (BadRequest, FilterError)):
@@ -64,7 +67,7 @@ def answer(error: Exception) -> Response | tuple[Response, int]:
     if request.path.startswith("/api/"):
         response = json_error(status, code, message)
     else:
-        title = TITLES.get(status, error.name if isinstance(error, HTTPException) else "Error")
+        title = STORE_TITLE if code == "store_unavailable" else TITLES.get(status, error.name if isinstance(error, HTTPException) else "Error")
         response = htmx.render("error.html", "partials/error_body.html", status=status, title=title, message=message, code=code)
     if isinstance(error, HTTPException):  # keep what the exception says of itself (Allow, Retry-After, WWW-Authenticate)
         answered = response[0] if isinstance(response, tuple) else response

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import datetime, timezone
 
-from flask import Flask
+from flask import Flask, current_app
 
 from queuewatch.adapters.decoding import payload
 
@@ -69,6 +70,21 @@ def merged(mapping: dict, more: dict) -> dict:
     return {**mapping, **more}
 
 
+STORE_TROUBLE_SECONDS = 600.0  # a store failure this recent is shown on every page
+
+
+def store_trouble() -> list[str]:
+    """What every page says about the dashboard's own store: a recent failure, and what happened to its file."""
+    store = current_app.extensions["queuewatch.store"]
+    found = list(store.notices[-3:])
+    failed = store.last_write_error
+    if failed is not None and time.time() - failed[0] < STORE_TROUBLE_SECONDS:
+        found.append(f"The dashboard's own store ({store.location}) cannot be written: {failed[1]}. History, alert "
+                     "states, rules, operations and the audit log are not being saved until it can.")  # fmt: skip
+    return found
+
+
 def init_app(app: Flask) -> None:
+    app.jinja_env.globals["store_trouble"] = store_trouble
     app.jinja_env.filters.update(number=number, quantity=quantity, duration=duration, ago=ago, isotime=isotime, display=display,
                                  digest=digest, dictremove=dictremove, merged=merged, fromtimestamp=fromtimestamp)  # fmt: skip

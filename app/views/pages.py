@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 
 from queuewatch.adapters.base import ALL
-from queuewatch.adapters.errors import BackendUnavailable
+from queuewatch.adapters.errors import BackendUnavailable, StoreUnavailable
 from queuewatch.failures import actions, triage
 
 from . import htmx, monitor
@@ -63,12 +63,19 @@ def queue(backend: str, system: str, queue: str) -> Response:
         request.args.get("fragment", ""), "partials/queue_counts.html"
     )
     # Operations on this queue: shown on the page (each then refreshes itself), not in the refreshing fragments.
-    ops = [] if htmx.wants_fragment() else current_app.extensions["queuewatch.operations"].touching(backend, system, queue, limit=20)
+    ops = [] if htmx.wants_fragment() else _operations_on(backend, system, queue)
     return htmx.render(
         "queue.html", fragment, stats=stats, page=view.page, limit=limit, cursor=cursor, adapter=adapter,
         snapshot=monitor().snapshot(), flt=flt, scan=view.scan, ops=[op for op in ops if op.active] or ops[:1],
         inspecting=view.inspecting, held=view.held, warning=view.warning,
     )  # fmt: skip
+
+
+def _operations_on(backend: str, system: str, queue: str) -> list:
+    try:
+        return current_app.extensions["queuewatch.operations"].touching(backend, system, queue, limit=20)
+    except StoreUnavailable:  # the page is still worth showing without them; the banner says why
+        return []
 
 
 @bp.get(QUEUE + "/jobs/<segment:job_id>")
