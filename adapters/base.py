@@ -11,12 +11,13 @@ at-least-once, never lossy. Counts cost O(1) per queue; lists cost O(page).
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Generic, TypeVar, Union
 
-from .errors import NotFound, Unsupported
+from .errors import BackendUnavailable, Interrupted, NotFound, Unsupported
 
 T = TypeVar("T")
 
@@ -208,6 +209,34 @@ class ActionResult:
     not_found: tuple[str, ...] = ()
 
 
+class Tally:
+    """What a move of many steps (chunks, messages) has done so far. Inside ``reporting()``, a
+    backend that stops answering after some steps raises ``Interrupted`` with the count."""
+
+    def __init__(self) -> None:
+        self.affected = 0
+        self.missing: list[str] = []
+
+    def add(self, affected: int, missing: Iterable[str] = ()) -> None:
+        self.affected += affected
+        self.missing += missing
+
+    def result(self) -> ActionResult:
+        return ActionResult(self.affected, tuple(self.missing))
+
+    @contextlib.contextmanager
+    def reporting(self) -> Iterator[Tally]:
+        try:
+            yield self
+        except Interrupted:
+            raise
+        except BackendUnavailable as exc:
+            if not self.affected and not self.missing:
+                raise
+            raise Interrupted(f"{exc} — after {self.affected:,} were done; the step in flight then may or may not "
+                              "have been (its answer was lost)", self.result()) from exc  # fmt: skip
+
+
 class Adapter(abc.ABC):
     """One job system on one backend.
 
@@ -310,6 +339,11 @@ class Adapter(abc.ABC):
 
     def close(self) -> None:
         """Stop listeners and release resources. Default: nothing."""
+
+    def notes(self) -> tuple[str, ...]:
+        """Sentences about the system on this backend the operator should read ("N queues not
+        shown"), set by its last read. Default: none."""
+        return ()
 
     def dump_memory(self) -> dict[str, Any] | None:
         """What this adapter learned that the backend cannot tell again after a

@@ -23,3 +23,13 @@ class Unsupported(AdapterError):
 
 class StoreUnavailable(BackendUnavailable):
     """The dashboard's own store cannot be read or written (a file gone read-only, a Redis down)."""
+
+
+class Interrupted(BackendUnavailable):
+    """The backend stopped answering part of the way through a move: ``done`` (an ActionResult)
+    says what was done before, so nobody is told that nothing changed when something did.
+    The step in flight at the time may or may not have been done: its reply was lost."""
+
+    def __init__(self, message: str, done: object) -> None:
+        super().__init__(message)
+        self.done = done

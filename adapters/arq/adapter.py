@@ -40,8 +40,8 @@ from pathlib import Path
 
 import redis
 
-from queuewatch.adapters.base import (ALL, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker, chunks,
-                                      unique)  # fmt: skip
+from queuewatch.adapters.base import (ALL, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Tally,
+                                      Worker, chunks, unique)  # fmt: skip
 from queuewatch.adapters.errors import BackendUnavailable, NotFound, Unsupported
 from queuewatch.adapters.failure_index import expiry, failed_page, same_expiry
 from queuewatch.adapters.redis_errors import redis_errors
@@ -271,12 +271,11 @@ class ArqAdapter(Adapter):
         targets = self.index.ids(queue) if ids is ALL else unique(ids)
         with redis_errors():
             self._check_requeueable(queue, targets)
-            return self._transact(queue, targets, requeue=True)
+        return self._transact(queue, targets, requeue=True)
 
     def delete(self, queue: str, ids: Selection) -> ActionResult:
         targets = self.index.ids(queue) if ids is ALL else unique(ids)
-        with redis_errors():
-            return self._transact(queue, targets, requeue=False)
+        return self._transact(queue, targets, requeue=False)
 
     def _check_requeueable(self, queue: str, ids: list[str]) -> None:
         """Refuse the whole requeue, before moving anything, if a job cannot be rebuilt."""
@@ -306,12 +305,11 @@ class ArqAdapter(Adapter):
         return job_record(data, record.encoding, job_try=1)
 
     def _transact(self, queue: str, ids: list[str], *, requeue: bool) -> ActionResult:
-        affected, missing = 0, []
-        for chunk in chunks(ids, CHUNK):
-            done, gone = self._transact_chunk(queue, chunk, requeue)
-            affected += done
-            missing += gone
-        return ActionResult(affected, tuple(missing))
+        tally = Tally()
+        with tally.reporting(), redis_errors():
+            for chunk in chunks(ids, CHUNK):
+                tally.add(*self._transact_chunk(queue, chunk, requeue))
+        return tally.result()
 
     def _transact_chunk(self, queue: str, ids: list[str], requeue: bool) -> tuple[int, list[str]]:
         keys = [RESULT_PREFIX + i for i in ids]
@@ -347,18 +345,19 @@ class ArqAdapter(Adapter):
 
     def purge(self, queue: str) -> ActionResult:
         now_ms = int(time.time() * 1000)
-        purged = skipped = 0
-        with redis_errors():
+        skipped = 0
+        tally = Tally()
+        with tally.reporting(), redis_errors():
             remaining = self.client.zcount(queue, "-inf", now_ms)  # jobs added during the purge are kept
             while remaining > 0:
                 args = [JOB_PREFIX, IN_PROGRESS_PREFIX, RETRY_PREFIX, now_ms, min(PURGE_CHUNK, remaining), skipped]
                 removed, kept, examined = self._scripts["purge"](keys=[queue], args=args)
                 if examined == 0:
                     break
-                purged += removed
+                tally.add(removed)
                 skipped += kept
                 remaining -= examined
-        return ActionResult(purged)
+        return ActionResult(tally.affected)
 
 
 # -- helpers -------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Any
 import redis
 
 from queuewatch.adapters.base import (ALL, ActionResult, Adapter, FailedJob, JobDetail, Option, Page, QueueStats, Selection,
-                                      Worker, chunks, unique)  # fmt: skip
+                                      Tally, Worker, chunks, unique)  # fmt: skip
 from queuewatch.adapters.errors import NotFound, Unsupported
 from queuewatch.adapters.failure_index import failed_page
 from queuewatch.adapters.redis_errors import redis_errors
@@ -287,8 +287,10 @@ class CeleryAdapterBase(Adapter):
         if self.results is None:
             raise Unsupported(NO_RESULTS_NOTE)
         targets = self.index.ids(queue) if ids is ALL else unique(ids)
-        done, missing, refused, reasons = 0, [], [], []
-        with redis_errors():
+        missing, refused, reasons = [], [], []
+        tally = Tally()  # moved so far: said if the backend stops answering part of the way
+        tally.missing = missing
+        with tally.reporting(), redis_errors():
             for chunk in chunks(targets, CHUNK):
                 for task_id, data in self.results.read(chunk).items():
                     record = _parse(task_id, data)
@@ -307,10 +309,11 @@ class CeleryAdapterBase(Adapter):
                         reasons.append(record.refusal)
                         continue
                     if self._requeue_one(record, data):  # type: ignore[arg-type]
-                        done += 1
+                        tally.add(1)
                         self.index.forget([task_id])
                     else:
                         missing.append(task_id)
+        done = tally.affected
         if refused and done == 0 and (ids is not ALL or not missing):
             raise Unsupported(f"{len(refused):,} task(s) cannot be requeued. {reasons[0]}")
         # Partly done: the refused ones are reported with those not found (ActionResult has no reasons).
@@ -343,7 +346,9 @@ class CeleryAdapterBase(Adapter):
         """Delete the failure records (event-only failures are forgotten)."""
         targets = self.index.ids(queue) if ids is ALL else unique(ids)
         deleted, missing = 0, []
-        with redis_errors():
+        tally = Tally()
+        tally.missing = missing
+        with tally.reporting(), redis_errors():
             for chunk in chunks(targets, CHUNK):
                 mine, events_only = [], []
                 records = {i: _parse(i, d) for i, d in self.results.read(chunk).items()} if self.results else {}
@@ -357,7 +362,8 @@ class CeleryAdapterBase(Adapter):
                         missing.append(task_id)
                 gone, vanished = self.results.delete_failures(mine) if mine and self.results else ([], [])
                 self.index.forget(gone + events_only + vanished)
-                deleted += len(gone) + len(events_only)
+                tally.add(len(gone) + len(events_only))
+                deleted = tally.affected
                 missing += vanished
         return ActionResult(deleted, tuple(missing))
 

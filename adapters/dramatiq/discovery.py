@@ -14,6 +14,7 @@ import time
 import redis
 
 SUFFIXES = (".XQ.msgs", ".DQ.msgs", ".msgs", ".XQ", ".DQ")
+MAX_QUEUES = 10_000  # names kept at most: a namespace full of stray keys costs bounded memory
 
 
 def _text(value: bytes | str) -> str:
@@ -51,6 +52,7 @@ class QueueDiscovery:
         self.client = client
         self.prefix = prefix
         self._names: dict[str, None] = {}
+        self.over_cap = False  # more queue names were met than are kept
         self.complete = False  # one full pass has finished
         self._cursor = 0
         self._scanning = threading.Lock()
@@ -70,7 +72,11 @@ class QueueDiscovery:
                 walked += 1000
                 found = (queue_of(_text(key), self.prefix) for key in keys)
                 with self._guard:
-                    self._names.update(dict.fromkeys(name for name in found if name))
+                    for name in found:
+                        if name and (name in self._names or len(self._names) < MAX_QUEUES):
+                            self._names[name] = None
+                        elif name:
+                            self.over_cap = True
                 if self._cursor == 0:
                     self.complete = True
                     break

@@ -28,13 +28,14 @@ from typing import Any
 
 import redis
 
-from queuewatch.adapters.base import (ALL, ActionResult, Adapter, FailedJob, JobDetail, Option, Page, QueueStats, Selection, Worker,
+from queuewatch.adapters.base import (ALL, ActionResult, Adapter, FailedJob, JobDetail, Option, Page, QueueStats, Selection, Tally, Worker,
                                       unique)  # fmt: skip
 from queuewatch.adapters.errors import NotFound, Unsupported
 from queuewatch.adapters.rabbitmq.dead_letters import parse_offset
 from queuewatch.adapters.redis_errors import redis_errors
 
 from . import messages as dramatiq
+from .discovery import MAX_QUEUES as MAX_DISCOVERED
 from .discovery import QueueDiscovery
 
 CHUNK = 500  # messages per Lua call
@@ -270,39 +271,44 @@ class DramatiqRedisAdapter(Adapter):
                     "that lists them first, or act on all."
                 )
 
+    def notes(self) -> tuple[str, ...]:
+        if self._discovery.over_cap:
+            return (f"More than {MAX_DISCOVERED:,} Dramatiq queue names were found under {self.prefix!r}: only the first "
+                    f"{MAX_DISCOVERED:,} are shown.",)  # fmt: skip
+        return ()
+
     # -- moves -------------------------------------------------------------
 
     def requeue(self, queue: str, ids: Selection) -> ActionResult:
         keys = [self.key(queue, ".XQ"), self.key(queue, ".XQ.msgs"), self.key(queue), self.key(queue, ".msgs")]
-        with redis_errors():
+        tally = Tally()
+        with tally.reporting(), redis_errors():
             if ids is not ALL:
-                return self._requeue_ids(queue, keys, unique(ids))
+                return self._requeue_ids(queue, keys, unique(ids), tally)
             top = self.client.zrevrange(keys[0], 0, 0, withscores=True)
             if not top:
                 return ActionResult(0)
-            max_score, offset, moved, skipped = repr(top[0][1]), 0, 0, []
+            max_score, offset = repr(top[0][1]), 0
             while True:  # messages dead-lettered during the requeue (score > max) are not chased
                 rids = [_text(r) for r in self.client.zrangebyscore(keys[0], "-inf", max_score, start=offset, num=CHUNK)]
                 if not rids:
                     break
                 done, unfit, _gone = self._move(queue, keys, rids)
-                moved += done
-                skipped += unfit
+                tally.add(done, unfit)
                 offset += len(unfit)  # left in place, so they stay ahead of the next chunk
-        return ActionResult(moved, tuple(skipped))
+        return tally.result()
 
-    def _requeue_ids(self, queue: str, keys: list[str], ids: list[str]) -> ActionResult:
+    def _requeue_ids(self, queue: str, keys: list[str], ids: list[str], tally: Tally) -> ActionResult:
         located = self._locate(queue, ids)
         by_rid = {rid: job_id for job_id, rid in located.items()}
-        moved, missing = 0, [i for i in ids if i not in located]
+        tally.add(0, [i for i in ids if i not in located])
         rids = list(by_rid)
         for start in range(0, len(rids), CHUNK):
             done, unfit, gone = self._move(queue, keys, rids[start : start + CHUNK])
             if unfit:
                 raise Unsupported(f"Dramatiq message {unfit[0]!r} is not JSON, so it cannot be rewritten for a requeue.")
-            moved += done
-            missing += [by_rid[r] for r in gone]
-        return ActionResult(moved, tuple(missing))
+            tally.add(done, [by_rid[r] for r in gone])
+        return tally.result()
 
     def _move(self, queue: str, keys: list[str], rids: list[str]) -> tuple[int, list[str], list[str]]:
         """One Lua call: (moved, ids of messages that cannot be rewritten, rids gone meanwhile)."""
@@ -324,36 +330,35 @@ class DramatiqRedisAdapter(Adapter):
 
     def delete(self, queue: str, ids: Selection) -> ActionResult:
         keys = [self.key(queue, ".XQ"), self.key(queue, ".XQ.msgs")]
-        deleted, missing = 0, []
-        with redis_errors():
+        tally = Tally()
+        with tally.reporting(), redis_errors():
             if ids is ALL:
                 top = self.client.zrevrange(keys[0], 0, 0, withscores=True)
                 while top:
                     done, _ = self._scripts["delete"](keys=keys, args=["range", repr(top[0][1]), CHUNK])
-                    deleted += done
+                    tally.add(done)
                     if done == 0:
                         break
-                return ActionResult(deleted)
+                return tally.result()
             wanted = unique(ids)
             located = self._locate(queue, wanted)
             by_rid = {rid: job_id for job_id, rid in located.items()}
-            missing = [i for i in wanted if i not in located]
+            tally.add(0, [i for i in wanted if i not in located])
             rids = list(by_rid)
             for start in range(0, len(rids), CHUNK):
                 done, gone = self._scripts["delete"](keys=keys, args=["ids", "", *rids[start : start + CHUNK]])
-                deleted += done
-                missing += [by_rid[_text(r)] for r in gone]
-        return ActionResult(deleted, tuple(missing))
+                tally.add(done, [by_rid[_text(r)] for r in gone])
+        return tally.result()
 
     def purge(self, queue: str) -> ActionResult:
         keys = [self.key(queue), self.key(queue, ".msgs")]
-        purged = 0
-        with redis_errors():
+        tally = Tally()
+        with tally.reporting(), redis_errors():
             remaining = self.client.llen(keys[0])  # messages enqueued during the purge are kept
             while remaining > 0:
                 removed = self._scripts["purge"](keys=keys, args=[min(CHUNK, remaining)])
                 if removed == 0:
                     break
-                purged += removed
+                tally.add(removed)
                 remaining -= removed
-        return ActionResult(purged)
+        return tally.result()

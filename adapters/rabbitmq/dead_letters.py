@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import pika
 import pika.exceptions
 
-from queuewatch.adapters.base import ALL, ActionResult, FailedJob, Inspection, JobDetail, Page, Selection
+from queuewatch.adapters.base import ALL, ActionResult, FailedJob, Inspection, JobDetail, Page, Selection, Tally
 from queuewatch.adapters.errors import NotFound, Unsupported
 
 from .amqp import ConfirmedPublisher, Delivery, Held, amqp_errors, peek, server_version
@@ -161,9 +161,10 @@ class DeadLetterQueue:
     def _take(self, ids: Selection, plan: Callable[[Delivery], Redrive | None] | None,
               keep: Callable[[Delivery], bool] | None) -> ActionResult:  # fmt: skip
         wanted = None if ids is ALL else dict.fromkeys(ids)
-        done, refused = 0, []
+        refused: list[str] = []
+        tally = Tally()  # a connection cut part of the way through is reported with what moved before it
         try:
-            with self.rabbit.connection() as conn, amqp_errors(f"RabbitMQ queue {self.queue!r}"):
+            with tally.reporting(), self.rabbit.connection() as conn, amqp_errors(f"RabbitMQ queue {self.queue!r}"):
                 publisher = ConfirmedPublisher(conn) if plan is not None else None
                 everything = wanted is None and keep is None
                 # Messages passed over stay unacked until the end, so they need
@@ -180,14 +181,14 @@ class DeadLetterQueue:
                             refused.append(job_id)
                         else:
                             if publisher is not None and redrive is not None:
-                                _publish(publisher, redrive, done, self.queue)
+                                _publish(publisher, redrive, tally.affected, self.queue)
                             held.ack(delivery)  # only now: the copy is confirmed
-                            done += 1
+                            tally.add(1)
                         if wanted is not None and not wanted:
                             break
         finally:
             self.rabbit.directory.changed()
-        return ActionResult(done, tuple([*(wanted or ()), *refused]))
+        return ActionResult(tally.affected, tuple([*(wanted or ()), *refused]))
 
     def purge(self) -> int:
         """Remove every message of the dead-letter queue."""

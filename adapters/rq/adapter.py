@@ -19,8 +19,8 @@ from typing import Any
 
 import redis
 
-from queuewatch.adapters.base import (ALL, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Worker, chunks,
-                                      unique)  # fmt: skip
+from queuewatch.adapters.base import (ALL, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Tally,
+                                      Worker, chunks, unique)  # fmt: skip
 from queuewatch.adapters.decoding import payload
 from queuewatch.adapters.decoding.payload import args_preview
 from queuewatch.adapters.decoding.tracebacks import clip, split_exception
@@ -32,6 +32,8 @@ from .jobs import (DETAIL_DATA_LIMIT, EPOCH, JOB_PREFIX, LARGE_FIELDS, LIST_DECO
                    format_time, int_of, parse_time, text_of)  # fmt: skip
 
 CHUNK = 1000  # ids per Lua call: a few ms of Redis time each
+MAX_QUEUES = 10_000  # queues read per snapshot at most: discovery stays bounded whatever rq:queues holds
+MAX_WORKERS = 5_000
 _SCRIPTS = {name: Path(__file__).with_name(f"{name}.lua").read_text() for name in ("requeue", "delete", "purge")}
 
 
@@ -45,6 +47,7 @@ class RQAdapter(Adapter):
         super().__init__(backend=backend)
         self.client = client
         self._scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
+        self._capped: dict[str, tuple[int, int]] = {}  # "queues"/"workers" -> (members, shown) when over the cap
 
     @classmethod
     def detect(cls, client: redis.Redis) -> bool:
@@ -60,17 +63,39 @@ class RQAdapter(Adapter):
         return self.overview()[1]
 
     def overview(self) -> tuple[list[QueueStats], list[Worker]]:
-        """Queues and workers in four round trips, however many there are."""
+        """Queues and workers in four round trips, however many there are (up to the caps)."""
         with redis_errors():
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.smembers(QUEUES_KEY)
-                pipe.smembers(WORKERS_KEY)
-                queue_keys, worker_keys = pipe.execute()
-            workers = self._read_workers(sorted(worker_keys))
+            queue_keys = self._members(QUEUES_KEY, MAX_QUEUES, "queues")
+            workers = self._read_workers(sorted(self._members(WORKERS_KEY, MAX_WORKERS, "workers")))
             names = {key.decode("utf-8", "replace").removeprefix(QUEUE_PREFIX) for key in queue_keys}
             names.update(q for w in workers for q in w.queues)
-            stats = self._read_queues(sorted(names), workers)
+            stats = self._read_queues(sorted(names)[: MAX_QUEUES + MAX_WORKERS], workers)
         return stats, workers
+
+    def _members(self, key: bytes, cap: int, what: str) -> set[bytes]:
+        """A set's members, up to ``cap``: SMEMBERS when it is small, else SSCAN until the cap.
+        A set far larger than any real deployment (100,000 bogus members) costs a bounded read,
+        and ``notes()`` says how many were left out."""
+        size = self.client.scard(key)
+        if size <= cap:
+            self._capped.pop(what, None)
+            return set(self.client.smembers(key))
+        found: set[bytes] = set()
+        cursor = 0
+        while len(found) < cap:
+            cursor, members = self.client.sscan(key, cursor, count=1000)
+            found.update(members)
+            if int(cursor) == 0:
+                break
+        found = set(sorted(found)[:cap])
+        self._capped[what] = (size, len(found))
+        return found
+
+    def notes(self) -> tuple[str, ...]:
+        return tuple(f"RQ's {key.decode()} holds {size:,} {what}: the first {shown:,} found are shown, {size - shown:,} are "
+                     f"not (far more than any real deployment: leftovers, or a client writing there by mistake)."
+                     for what, (size, shown) in sorted(self._capped.items())
+                     for key in [QUEUES_KEY if what == "queues" else WORKERS_KEY])  # fmt: skip
 
     def queue(self, name: str) -> QueueStats:
         with redis_errors():
@@ -332,8 +357,8 @@ class RQAdapter(Adapter):
 
     def _move(self, script: Any, keys: list[Any], head: list[Any], queue: str, ids: Selection) -> ActionResult:
         """Run a requeue/delete script over ids, or over the whole registry, in chunks."""
-        affected, missing = 0, []
-        with redis_errors():
+        tally = Tally()
+        with tally.reporting(), redis_errors():
             if ids is ALL:
                 top = self.client.zrevrange(keys[0], 0, 0, withscores=True)
                 if not top:
@@ -342,30 +367,32 @@ class RQAdapter(Adapter):
                 offset = 0  # jobs skipped because their hash is gone stay at the front
                 while True:
                     done, gone, examined = script(keys=keys, args=[*head, "range", f"{max_score} {offset} {CHUNK}"])
-                    affected += done
-                    missing += gone
+                    tally.add(done, (_text(m) for m in gone))
                     offset += len(gone)
                     if examined == 0:
                         break
             else:
                 for chunk in chunks(unique(ids), CHUNK):
                     done, gone, _ = script(keys=keys, args=[*head, "ids", "", *chunk])
-                    affected += done
-                    missing += gone
-        return ActionResult(affected, tuple(m.decode("utf-8", "replace") if isinstance(m, bytes) else m for m in missing))
+                    tally.add(done, (_text(m) for m in gone))
+        return tally.result()
 
     def purge(self, queue: str) -> ActionResult:
         key = QUEUE_PREFIX + queue
-        purged = 0
-        with redis_errors():
+        tally = Tally()
+        with tally.reporting(), redis_errors():
             remaining = self.client.llen(key)  # jobs enqueued during the purge are kept
             while remaining > 0:
                 removed = self._scripts["purge"](keys=[key], args=[JOB_PREFIX, min(CHUNK, remaining)])
                 if removed == 0:
                     break
-                purged += removed
+                tally.add(removed)
                 remaining -= removed
-        return ActionResult(purged)
+        return tally.result()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _expiry(score: float) -> datetime | None:

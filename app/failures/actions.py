@@ -11,6 +11,7 @@ operations (``operations``) audit once at start and end, not per chunk.
 from __future__ import annotations
 
 from queuewatch.adapters.base import ALL, ActionResult, Selection
+from queuewatch.adapters.errors import Interrupted
 from queuewatch.security import audit
 from queuewatch.snapshots.monitor import Monitor
 
@@ -39,6 +40,9 @@ def perform(monitor: Monitor, backend: str, system: str, queue: str, action: str
     where = {"backend": backend, "system": system, "queue": queue, "ids": "all" if ids is ALL else list(ids)}
     try:
         result = move(monitor, backend, system, queue, action, ids)
+    except Interrupted as exc:  # part of it was done: the audit says how much
+        audit.record(action, **where, affected=exc.done.affected, result=f"interrupted: {exc}"[:500])  # type: ignore[attr-defined]
+        raise
     except Exception as exc:
         audit.record(action, **where, result=f"error: {type(exc).__name__}: {exc}"[:500])
         raise

@@ -80,6 +80,10 @@ class Operation:
     processed: int = 0  # ids handled so far
     affected: int = 0  # requeued or deleted
     skipped: int = 0  # no longer in the failed list (or not requeueable), left alone
+    # Of a chunk re-run after its first attempt's answer was lost (the backend stopped answering):
+    # the jobs no longer there, which that attempt most likely moved (or someone else did).
+    unconfirmed: int = 0
+    interrupted_chunk: int | None = None  # the chunk whose attempt was interrupted, until it is re-run
     error: str | None = None  # the last error; the runner retries
     confirmed_by: str | None = None
     ended_by: str | None = None  # who cancelled or discarded it

@@ -115,7 +115,8 @@ class Runner:
                 self._backoff[op.id] = time.time() + RETRY_WAIT
                 current = self.ops.get(op.id)
                 if current.active:
-                    self.ops._save(replace(current, error=f"{type(exc).__name__}: {exc}"[:500]))
+                    chunk = current.done_chunks if current.state == "running" else None  # its outcome is unknown
+                    self.ops._save(replace(current, error=f"{type(exc).__name__}: {exc}"[:500], interrupted_chunk=chunk))
             finally:
                 self.ops.store.release_lease(f"op:{op.id}", self.holder)
             return True
@@ -193,7 +194,11 @@ class Runner:
             if ids:
                 backend, system, queue = op.targets[int(head)]
                 result = actions.move(self.ops.monitor, backend, system, queue, op.action, ids, forget_reads=False)
-                op = replace(op, affected=op.affected + result.affected, skipped=op.skipped + len(result.not_found))
+                if op.interrupted_chunk == op.done_chunks:  # its first attempt may have moved these already
+                    op = replace(op, affected=op.affected + result.affected, unconfirmed=op.unconfirmed + len(result.not_found))
+                else:
+                    op = replace(op, affected=op.affected + result.affected, skipped=op.skipped + len(result.not_found))
+            op = replace(op, interrupted_chunk=None)
             op = self.ops._save(replace(op, done_chunks=op.done_chunks + 1, processed=op.processed + len(ids)))
             if self.on_chunk is not None:
                 self.on_chunk(op)
@@ -202,4 +207,5 @@ class Runner:
         self.ops.monitor.changed()
         audit.record(f"{op.action} (bulk): done", **_where(op), affected=op.affected, user=op.confirmed_by or op.user,
                      role=None, store=self.ops.store, result=f"operation {op.id}: {op.affected:,} {op.action}d, "
-                     f"{op.skipped:,} no longer there or not possible")  # fmt: skip
+                     f"{op.skipped:,} no longer there or not possible"
+                     + (f", {op.unconfirmed:,} moved by an attempt whose answer was lost (or gone)" if op.unconfirmed else ""))  # fmt: skip

@@ -127,6 +127,46 @@ class SharedCache:
             self._entries.clear()
 
 
+class Busy(Exception):
+    """A costly read refused for now: the budget of costly reads is spent (answered 503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+
+class CostlyReads:
+    """One budget for the reads that walk a list (filtered searches, groupings), shared by every
+    viewer: at most ``concurrent`` at once, and at most ``seconds`` of them per poll interval.
+    What is cached is served without it; beyond it a viewer is told "busy, try again" — so a
+    hundred viewers each asking something new cost the monitored Redis what the budget allows,
+    not a hundred walks."""
+
+    def __init__(self, seconds: float, interval: float, concurrent: int = 2) -> None:
+        self.seconds, self.interval = seconds, interval
+        self._slots = threading.BoundedSemaphore(concurrent)
+        self._lock = threading.Lock()
+        self._window, self._spent = time.monotonic(), 0.0
+
+    def run(self, compute: Callable[[], T]) -> T:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._window >= self.interval:
+                self._window, self._spent = now, 0.0
+            if self._spent >= self.seconds:
+                raise Busy(f"busy: searches and groupings have used their share of this interval ({self.seconds:g} s per "
+                           f"{self.interval:g} s, shared by every viewer); try again in a moment", self._window + self.interval - now)  # fmt: skip
+        if not self._slots.acquire(blocking=False):
+            raise Busy("busy: other searches are running against this backend right now; try again in a moment", 1.0)
+        started = time.monotonic()
+        try:
+            return compute()
+        finally:
+            with self._lock:
+                self._spent += time.monotonic() - started
+            self._slots.release()
+
+
 class Monitor:
     """The configured backends and the snapshot every viewer shares."""
 
@@ -143,6 +183,8 @@ class Monitor:
         self._readers: dict[str, BackendReader] = {}
         self._parts = ThreadPoolExecutor(max_workers=max(1, min(16, len(self.backends))), thread_name_prefix="qw-snapshot")
         self._cache = SharedCache(max_age=poll)
+        # A quarter of each interval, one at a time: what walking lists may take of the monitored Redis.
+        self.costly = CostlyReads(seconds=0.25 * max(1.0, poll), interval=max(1.0, poll), concurrent=1)
 
     def reader(self, backend: str) -> BackendReader:
         """The bounded reads of ``backend``. Raises NotFound."""
@@ -171,10 +213,13 @@ class Monitor:
         return self._cache.get(key, compute, max_age)
 
     def read(self, backend: str, key: Any, compute: Callable[[], T], max_age: float | None = None,
-             timeout: float = PAGE_TIMEOUT) -> T:  # fmt: skip
+             timeout: float = PAGE_TIMEOUT, costly: bool = False) -> T:  # fmt: skip
         """A page's read of ``backend`` (a page of failed jobs, a search): shared by viewers for
-        one interval, run in the backend's own threads, and BackendUnavailable after ``timeout``."""
+        one interval, run in the backend's own threads, and BackendUnavailable after ``timeout``.
+        ``costly`` (a walk of a list): also within the shared budget of costly reads (``Busy``)."""
         reader = self.reader(backend)
+        if costly:
+            return self._cache.get(key, lambda: self.costly.run(lambda: reader.call(compute, timeout)), max_age)
         return self._cache.get(key, lambda: reader.call(compute, timeout), max_age)
 
     def call(self, backend: str, compute: Callable[[], T], timeout: float = PAGE_TIMEOUT) -> T:

@@ -87,7 +87,9 @@ def read_backend(backend: Backend) -> Part:
         queues += system_queues
         workers += system_workers
     systems = tuple(a.system for a in adapters)
-    return _status(backend, "up", "; ".join(errors) or None, systems, started), queues, workers
+    status = _status(backend, "up", "; ".join(errors) or None, systems, started)
+    extra = tuple(note for a in adapters for note in a.notes())
+    return (replace(status, notes=status.notes + extra) if extra else status), queues, workers
 
 
 def _status(backend: Backend, status: str, error: str | None, systems: tuple[str, ...], started: float) -> BackendStatus:

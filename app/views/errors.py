@@ -10,9 +10,10 @@ from __future__ import annotations
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from queuewatch.adapters.errors import AdapterError, NotFound, StoreUnavailable, Unsupported
+from queuewatch.adapters.errors import AdapterError, Interrupted, NotFound, StoreUnavailable, Unsupported
 from queuewatch.failures.operations import OperationError
 from queuewatch.failures.triage import FilterError
+from queuewatch.snapshots.monitor import Busy
 
 from . import htmx
 from .params import BadRequest
@@ -45,6 +46,8 @@ def classify(error: Exception) -> tuple[int, str]:
         return 503, "backend_unavailable"
     if isinstance(error, (BadRequest, FilterError)):
         return 400, "bad_request"
+    if isinstance(error, Busy):
+        return 503, "busy"
     if isinstance(error, Refused):
         return error.status, error.code
     if isinstance(error, OperationError):
@@ -66,9 +69,16 @@ def answer(error: Exception) -> Response | tuple[Response, int]:
     message = (error.description or error.name) if isinstance(error, HTTPException) else str(error)
     if request.path.startswith("/api/"):
         response = json_error(status, code, message)
+        if isinstance(error, Interrupted):  # what was done before the backend stopped answering
+            done = error.done
+            response[0].set_data(jsonify({"error": {"code": "interrupted", "message": message},
+                                          "done": {"affected": done.affected, "not_found": list(done.not_found)}}).get_data())  # type: ignore[attr-defined]  # fmt: skip
     else:
         title = STORE_TITLE if code == "store_unavailable" else TITLES.get(status, error.name if isinstance(error, HTTPException) else "Error")
         response = htmx.render("error.html", "partials/error_body.html", status=status, title=title, message=message, code=code)
+    if isinstance(error, Busy):
+        answered = response[0] if isinstance(response, tuple) else response
+        answered.headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, HTTPException):  # keep what the exception says of itself (Allow, Retry-After, WWW-Authenticate)
         answered = response[0] if isinstance(response, tuple) else response
         for name, value in error.get_headers():
@@ -78,5 +88,5 @@ def answer(error: Exception) -> Response | tuple[Response, int]:
 
 
 def init_app(app: Flask) -> None:
-    for kind in (AdapterError, BadRequest, FilterError, OperationError, Refused, HTTPException):
+    for kind in (AdapterError, BadRequest, FilterError, OperationError, Refused, Busy, HTTPException):
         app.register_error_handler(kind, answer)

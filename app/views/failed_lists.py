@@ -53,7 +53,7 @@ def failed_view(backend: str, system: str, queue: str, adapter: Adapter, flt: tr
         return FailedView(held.inspection.page(cursor, limit), None, True, held, None)
     if flt.active:  # walk the list within a time budget; the page says how far it got
         key = ("scan", backend, system, queue, tuple(sorted(flt.args().items())), limit, cursor)
-        scan = monitor().read(backend, key, lambda: triage.scan(adapter, queue, flt, want=limit, cursor=cursor))
+        scan = monitor().read(backend, key, lambda: triage.scan(adapter, queue, flt, want=limit, cursor=cursor), costly=True)
         return FailedView(Page(scan.rows, scan.total, scan.next_cursor), scan, False, None, None)
     page = monitor().read(backend, ("failed", backend, system, queue, limit, cursor), lambda: adapter.failed(queue, limit, cursor))
     return FailedView(page, None, False, None, None)

@@ -89,7 +89,7 @@ GROUPING = _obj(("groups", "examined", "partial"), groups={"type": "array", "ite
                 total=NINT, partial={"type": "boolean"}, elapsed_seconds={"type": "number"},
                 errors={"type": "array", "items": STR})
 OPERATION = _obj(("id", "action", "state", "total"), id=STR, action=STR, state={"type": "string", "enum": [
-    "counting", "ready", "running", "done", "cancelled"]}, total=INT, processed=INT, affected=INT, skipped=INT,
+    "counting", "ready", "running", "done", "cancelled"]}, total=INT, processed=INT, affected=INT, skipped=INT, unconfirmed=INT,
     examined=INT, percent={"type": "number"}, selection=STR, targets={"type": "array", "items": OPEN}, filter=OPEN)
 
 # endpoint → (query parameters, request body schema or None, 2xx response schema)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 
 from queuewatch.adapters.base import ALL
-from queuewatch.adapters.errors import BackendUnavailable, StoreUnavailable
+from queuewatch.adapters.errors import BackendUnavailable, Interrupted, StoreUnavailable
 from queuewatch.failures import actions, triage
 
 from . import htmx, monitor
@@ -120,6 +120,12 @@ def _act(backend: str, system: str, queue: str, action: str) -> Response:
             return redirect(_back(backend, system, queue), code=303)
     try:
         result = actions.perform(monitor(), backend, system, queue, action, ids)
+    except Interrupted as exc:
+        done = exc.done.affected  # type: ignore[attr-defined]
+        verb = {"requeue": "Requeued", "delete": "Deleted", "purge": "Purged"}[action]
+        flash(f"{verb} {done:,} {'job' if done == 1 else 'jobs'}, then the backend stopped answering: {exc}. The rest "
+              "were not touched; try again when it is back (what was done is not done twice).", "error")  # fmt: skip
+        return redirect(_back(backend, system, queue), code=303)
     except BackendUnavailable as exc:
         flash(f"Nothing was changed: {exc}", "error")
         return redirect(_back(backend, system, queue), code=303)

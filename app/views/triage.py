@@ -35,7 +35,7 @@ def _everywhere(flt: Filter) -> Grouping:
     mon = monitor()
     return mon.shared(
         ("groups", "everywhere", tuple(sorted(flt.args().items())), tuple(targets)),
-        lambda: triage.groups(((t, mon.adapter(t[0], t[1])) for t in targets), flt),
+        lambda: mon.costly.run(lambda: triage.groups(((t, mon.adapter(t[0], t[1])) for t in targets), flt)),
         max_age=CACHE_SECONDS,
     )
 
@@ -48,7 +48,7 @@ def _one(backend: str, system: str, queue: str, flt: Filter) -> Grouping:
     if held is not None:  # pure: its rows are in memory
         return triage.groups([(where, Reader(held.inspection, walk_page=adapter.walk_page))], flt, limit=20)  # type: ignore[list-item]
     return mon.read(backend, ("groups", where, tuple(sorted(flt.args().items()))),
-                    lambda: triage.groups([(where, adapter)], flt, limit=20), max_age=CACHE_SECONDS)  # fmt: skip
+                    lambda: triage.groups([(where, adapter)], flt, limit=20), max_age=CACHE_SECONDS, costly=True)  # fmt: skip
 
 
 @bp.get("/failures")
