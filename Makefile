@@ -9,13 +9,19 @@ RQ1    := .venv-rq1
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test services browser clean
+.PHONY: run test services browser tools image demo constraints clean
 
 run: $(VENV)/.installed-run services
 	$(BIN)/queuewatch serve $(ARGS)
 
-test: $(VENV)/.installed-test $(RQ1)/.installed services browser
+test: $(VENV)/.installed-test $(RQ1)/.installed services browser tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Every job system at work on its own Redis (a private redis-server) and
+# RabbitMQ vhost, and the dashboard on them; Ctrl-C stops it all. The same
+# QUEUEWATCH_* variables and ARGS as `make run` (scripts/demo/README.md).
+demo: $(VENV)/.installed-test services
+	$(BIN)/python scripts/demo/run.py -- $(ARGS)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +46,34 @@ services:
 
 browser:
 	@scripts/ensure-chromium.sh
+
+# podman, runc, debootstrap (tests/test_container.py), stunnel (the TLS tests)
+# and promtool (the alert rules' test), when missing and we may install them.
+tools:
+	@scripts/ensure-tools.sh
+
+# The image, built with podman without a registry (scripts/container.sh).
+image: tools
+	scripts/container.sh build localhost/queuewatch:dev
+
+# The images install their dependencies pinned (deploy/constraints.txt, and
+# scripts/demo/constraints.txt for the demo's): this
+# resolves them afresh from PyPI in a clean venv (no local pip configuration),
+# so a build pins what was current then. Review the diff, then commit it.
+CONSTRAINTS_VENV := build/constraints-venv
+constraints:
+	rm -rf $(CONSTRAINTS_VENV)
+	$(PYTHON) -m venv $(CONSTRAINTS_VENV)
+	env -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null $(CONSTRAINTS_VENV)/bin/pip install --quiet --upgrade pip
+	env -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null $(CONSTRAINTS_VENV)/bin/pip install --quiet --upgrade setuptools wheel . 
+	env -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null $(CONSTRAINTS_VENV)/bin/python scripts/make-constraints.py deploy/constraints.txt
+	rm -rf $(CONSTRAINTS_VENV)
+	$(PYTHON) -m venv $(CONSTRAINTS_VENV)
+	env -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null $(CONSTRAINTS_VENV)/bin/pip install --quiet --upgrade pip setuptools wheel
+	env -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null $(CONSTRAINTS_VENV)/bin/pip install --quiet -r scripts/demo/requirements.in
+	env -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null $(CONSTRAINTS_VENV)/bin/python scripts/make-constraints.py scripts/demo/constraints.txt
+	rm -rf $(CONSTRAINTS_VENV)
+	@git diff --stat -- deploy/constraints.txt scripts/demo/constraints.txt
 
 clean:
 	rm -rf $(VENV) $(RQ1) build *.egg-info

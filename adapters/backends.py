@@ -16,13 +16,13 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
 
 import pika
 import pika.exceptions
 import redis
 
 from .base import Adapter, Option
+from .connections import redact_url, redis_client
 from .errors import BackendUnavailable, NotFound
 from .redis_errors import redis_errors
 
@@ -30,20 +30,6 @@ log = logging.getLogger(__name__)
 
 # Quiet pika: a RabbitMQ that is down is a state we show, not a log flood.
 logging.getLogger("pika").setLevel(logging.CRITICAL)
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -171,13 +157,8 @@ class RedisBackend(Backend):
         super().__init__(name=name, url=url)
         # Per system, keyword arguments for its adapter (and its detect()): {"dramatiq": {"namespace": "x"}}.
         self.system_options = system_options or {}
-        self.client = client or redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=30,
-            max_connections=64,
-        )
+        # Every URL form of the CLI contract (TLS, ACL users, Sentinel): adapters/connections.py.
+        self.client = client or redis_client(url, timeout=timeout, health_check_interval=30, max_connections=64)
 
         self._survey = KeySurvey()
         self._surveyed: set[str] = set()

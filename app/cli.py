@@ -143,7 +143,7 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
         overrides["RABBITMQ"] = config.split_specs(rabbitmq_urls)
     if state:
         scheme = state.split("://", 1)[0].lower() if "://" in state else ""
-        if scheme not in ("", "redis", "rediss"):
+        if scheme not in ("", "redis", "rediss", "unix", "redis+sentinel"):
             raise click.UsageError(f"--state {state!r}: expected a SQLite file path or a redis:// URL")
         overrides["STATE"] = state
     try:

@@ -51,6 +51,7 @@ DEFAULTS = {
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 DISABLED = {"", "none", "off"}
+_SENTINEL_HOSTS = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*=)?redis\+sentinel://[^/?#]*$", re.IGNORECASE)  # still in its host list
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,21 @@ def split_specs(value: str | Iterable[str] | None) -> list[str]:
     if value is None:
         return []
     items = [value] if isinstance(value, str) else list(value)
-    return [part for item in items for part in re.split(r"[,\s]+", item.strip()) if part]
+    parts: list[str] = []
+    for part in (part for item in items for part in re.split(r"[,\s]+", item.strip()) if part):
+        # A Sentinel URL lists its sentinels with commas (redis+sentinel://h1:26379,h2:26379/mymaster/0).
+        if parts and _SENTINEL_HOSTS.match(parts[-1]) and "://" not in part:
+            parts[-1] += "," + part
+        else:
+            parts.append(part)
+    return parts
 
 
 def parse_backends(redis: Iterable[str], rabbitmq: Iterable[str]) -> list[BackendSpec]:
     """Named backend specs; ``none`` (or an empty value) turns a kind off. Raises ValueError."""
     specs: list[BackendSpec] = []
     taken: set[str] = set()
-    for kind, values, schemes in (("redis", redis, ("redis", "rediss", "unix")), ("rabbitmq", rabbitmq, ("amqp", "amqps"))):
+    for kind, values, schemes in (("redis", redis, ("redis", "rediss", "unix", "redis+sentinel")), ("rabbitmq", rabbitmq, ("amqp", "amqps"))):
         for value in values:
             if value.strip().lower() in DISABLED:
                 continue

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 MANAGEMENT_PORT = 15672
+MANAGEMENT_TLS_PORT = 15671  # RabbitMQ's management listener over TLS, for amqps:// brokers
 QUEUE_COLUMNS = (
     "name,type,arguments,messages_ready,messages_unacknowledged,consumers,"
     "message_stats.publish_details.rate,message_stats.deliver_get_details.rate,message_stats.ack_details.rate"
@@ -49,7 +50,9 @@ class ManagementAPI:
 
     @classmethod
     def for_amqp_url(cls, amqp_url: str, management_url: str | None = None, **kwargs: Any) -> ManagementAPI:
-        """``http://<amqp host>:15672/`` with the AMQP URL's credentials and vhost, unless told otherwise."""
+        """``http://<amqp host>:15672/`` (``https://…:15671/`` for ``amqps://``) with the AMQP URL's
+        credentials and vhost, unless told otherwise. HTTPS checks the certificate with the system's
+        trust store (``SSL_CERT_FILE`` names another)."""
         amqp = urlsplit(amqp_url)
         username = unquote(amqp.username) if amqp.username is not None else "guest"
         password = unquote(amqp.password) if amqp.password is not None else "guest"
@@ -63,7 +66,8 @@ class ManagementAPI:
             base = f"{given.scheme or 'http'}://{netloc}{f':{given.port}' if given.port else ''}{given.path or '/'}"
         else:
             host = amqp.hostname or "localhost"
-            base = f"http://{f'[{host}]' if ':' in host else host}:{MANAGEMENT_PORT}/"
+            scheme, port = ("https", MANAGEMENT_TLS_PORT) if amqp.scheme == "amqps" else ("http", MANAGEMENT_PORT)
+            base = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}/"
         return cls(base, username=username, password=password, vhost=vhost, **kwargs)
 
     def get(self, path: str) -> Any | None:

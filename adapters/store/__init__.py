@@ -28,10 +28,10 @@ __all__ = ["AUDIT_KEEP", "OPERATIONS_KEEP", "Point", "SQLiteStateStore", "StateS
 
 
 def open_store(target: str | Path) -> StateStore:
-    """The store for ``--state``: a ``redis://`` / ``rediss://`` URL, else a SQLite file path."""
+    """The store for ``--state``: a Redis URL (any form ``--redis`` takes), else a SQLite file path."""
     text = str(target)
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", "unix", "redis+sentinel"):
         from .redis_store import RedisStateStore
 
         return RedisStateStore(url=text)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import redis
 
-from queuewatch.adapters.backends import redact_url
+from queuewatch.adapters.connections import redact_url, redis_client
 from queuewatch.adapters.errors import StoreUnavailable
 from queuewatch.adapters.redis_errors import redis_errors
 
@@ -54,7 +54,7 @@ class RedisStateStore:
         if client is None:
             if url is None:
                 raise ValueError("RedisStateStore needs a url or a client")
-            client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30)
+            client = redis_client(url, timeout=timeout, health_check_interval=30)  # every URL form: adapters/connections.py
             self._owns_client = True
         else:
             self._owns_client = False
