@@ -90,6 +90,10 @@ class QueueStats:
     # has none, and its rates come from worker counters and failed-list growth.
     processed_total: int | None = None
     failed_total: int | None = None
+    # The counts are still being learned (a first background scan after a start has not
+    # finished): they say how many there are so far, not how many are new. Alerts on new
+    # failures and rates from failed-count growth wait until it is over.
+    partial: bool = False
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,13 @@
   QueueHistory.prototype.draw = function (answer) {
     var points = answer.points || [];
     var l = this.layouts();
-    var config = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+    // Nothing that leaves the dashboard: no cloud upload, no "edit in Chart Studio", no plotly link;
+    // only the zoom, pan, reset and download buttons an operator uses.
+    var config = {
+      responsive: true, displaylogo: false, showLink: false, showSendToCloud: false, showEditInChartStudio: false,
+      plotlyServerURL: "", linkText: "",
+      modeBarButtons: [["zoom2d", "pan2d", "zoomIn2d", "zoomOut2d", "autoScale2d", "resetScale2d"], ["toImage"]]
+    };
     this.times = points.map(function (p) { return Date.parse(p.t); });
     this.last = points.length ? points[points.length - 1].t : null;
     this.section.dataset.tier = answer.tier;

@@ -100,20 +100,22 @@ def producer(broker: str, results: str | None = RESULTS, **options: Any) -> Iter
         client.close()
 
 
-def worker_command(queues: list[str], name: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--pool", "solo", "-Q", ",".join(queues),
+def worker_command(queues: list[str], name: str, *extra: str, pool: str = "solo") -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--pool", pool, "-Q", ",".join(queues),
             "-E", "--without-mingle", "--without-gossip", "-n", f"{name}@qw-test", "-l", "warning", *extra]  # fmt: skip
 
 
 def start_worker(broker: str, queues: list[str], name: str, *, results: str = RESULTS, extended: bool = True,
-                 dead_letters: str = "", keyprefix: str = "", log: Path | None = None) -> subprocess.Popen:  # fmt: skip
-    """A real ``celery worker`` (solo pool, events on) consuming ``queues``, in its own process group."""
+                 dead_letters: str = "", keyprefix: str = "", log: Path | None = None,
+                 pool: str = "solo") -> subprocess.Popen:  # fmt: skip
+    """A real ``celery worker`` (solo pool unless ``pool``, events on) consuming ``queues``, in its own
+    process group. A solo worker answers ``inspect`` only between tasks: "threads" answers while one runs."""
     env = dict(os.environ, PYTHONPATH=str(TESTS), QW_CELERY_BROKER=broker, QW_CELERY_RESULTS=results,
                QW_CELERY_EXTENDED="1" if extended else "0", QW_CELERY_DEAD_LETTERS=dead_letters,
                QW_CELERY_KEYPREFIX=keyprefix)  # fmt: skip
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
     try:
-        return subprocess.Popen(worker_command(queues, name), env=env, cwd=TESTS, stdout=out, stderr=subprocess.STDOUT,
+        return subprocess.Popen(worker_command(queues, name, *(() if pool == "solo" else ("--concurrency", "2")), pool=pool), env=env, cwd=TESTS, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
     finally:
         if log:

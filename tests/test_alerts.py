@@ -149,7 +149,7 @@ def test_a_down_backend_holds_alerts_and_a_removed_rule_resolves_them() -> None:
 def test_rules_are_parsed_strictly() -> None:
     rule = parse_rule("redis", "rq", "emails", {"max_depth": "5", "for_seconds": "2.5", "min_workers": ""})
     assert (rule.max_depth, rule.for_seconds, rule.min_workers) == (5, 2.5, None)
-    for body, message in (({}, "max_depth is required"), ({"max_depth": -1}, "at least 0"), ({"max_depth": 1.5}, "whole"),
+    for body, message in (({}, "at least one threshold"), ({"for_seconds": 5}, "at least one threshold"), ({"max_depth": -1}, "at least 0"), ({"max_depth": 1.5}, "whole"),
                           ({"max_depth": "x"}, "number"), ({"max_depth": True}, "at least 0")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             parse_rule("redis", "rq", "emails", body)

@@ -53,7 +53,7 @@ def test_a_threshold_set_in_the_browser_fires_notifies_once_and_resolves_once(br
             form.get_by_label("for (s)").first.fill("1")
             form.get_by_role("button", name="Save rule").click()
             page.wait_for_url("**/queues/redis/rq/emails")
-            expect(page.locator(".flash-success")).to_contain_text("more than 5 jobs wait")
+            expect(page.locator(".flash-success")).to_contain_text("more than 5 waiting for 1s")
             expect(counts).to_have_attribute("data-threshold", "5", timeout=15_000)
             expect(counts.locator(".shapelayer path")).to_have_count(1)  # the dashed threshold line
             expect(page.locator("#alert-rule [data-rule-summary]")).to_have_text("more than 5 waiting for 1s")

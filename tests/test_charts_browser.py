@@ -88,6 +88,12 @@ def test_the_queue_page_draws_history_and_extends_it_live(server, browser, shots
         assert counts.locator(".scatterlayer .trace").count() == 6
         assert points(history_section.locator("[data-chart=rates]")) == points(counts)
         assert "Processed per minute" in history_section.locator("[data-rates-note]").inner_text()
+        # The chart toolbar offers nothing that leaves the dashboard (plotly's cloud "Share", Chart Studio, its logo).
+        counts.hover()
+        titles = counts.locator(".modebar-btn").evaluate_all("els => els.map(e => e.getAttribute('data-title') || '')")
+        assert "Reset axes" in titles and any(t.startswith("Download plot") for t in titles), titles
+        assert not [t for t in titles if any(w in t.lower() for w in ("cloud", "chart studio", "share", "edit"))], titles
+        assert page.locator("a[href*='plot.ly'], a[href*='plotly.com'], a[href*='chart-studio']").count() == 0
 
         # Live: the server samples every second and the page extends its traces.
         for i in range(5):

@@ -175,6 +175,7 @@ class ArqAdapter(Adapter):
                     oldest_age_seconds=max(0.0, now - float(oldest) / 1000) if oldest is not None else None,
                     details=(("ready", ready), ("deferred", _minus(total, ready))) + report_details(report),
                     notes=tuple(notes),
+                    partial=not self.index.complete,
                 )
             )
         return stats

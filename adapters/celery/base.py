@@ -126,6 +126,7 @@ class CeleryAdapterBase(Adapter):
         """Which queues each live worker consumes, and (unless configured) where its results go."""
         if self.questions is not None:
             confs = self.questions.ask(self.events, timeout, want_conf=not self._results_configured)
+            self.questions.ask_held(self.events, timeout)
             try:
                 self._discover_results(confs)
             except Exception as exc:  # a result_backend we cannot use: keep reading the one we have
@@ -202,7 +203,8 @@ class CeleryAdapterBase(Adapter):
     # -- reads ------------------------------------------------------------------------
 
     def workers(self) -> list[Worker]:
-        return [present(seen, alive, backend=self.backend, system=self.system)
+        answers = self.questions.held if self.questions is not None else {}
+        return [present(seen, alive, backend=self.backend, system=self.system, held=answers.get(seen.hostname))
                 for seen, alive in sorted(self.events.workers(), key=lambda w: w[0].hostname)]  # fmt: skip
 
     def _queue_names(self, workers: list[Worker]) -> set[str]:
@@ -220,6 +222,34 @@ class CeleryAdapterBase(Adapter):
         notes = [UNKNOWN_NOTE] + (["Count estimated: more failures than the index keeps."] if estimated else [])
         return QueueStats(backend=self.backend, system=self.system, name=UNKNOWN, depth=None, in_progress=None,
                           scheduled=None, failed=count, workers=None, oldest_age_seconds=None, notes=tuple(notes))  # fmt: skip
+
+    def _held(self, name: str, reserved: int | None) -> tuple[int | None, int | None, int | None, list[str]]:
+        """(in progress, scheduled, prefetched, notes) of a queue. From what its live workers answered
+        (``inspect active / scheduled / reserved``): running is in progress, held for an ETA or a
+        countdown is scheduled, prefetched is neither. ``reserved`` (what the broker says workers
+        hold, all three kinds) stands in while no worker of the queue has answered."""
+        alive = [seen for seen, is_alive in self.events.workers() if is_alive and (not seen.queues or name in seen.queues)]
+        answers, missing = self.questions.answers([s.hostname for s in alive]) if self.questions else ({}, [s.hostname for s in alive])
+        if not answers:  # no worker of the queue has answered (or none is known yet)
+            return reserved, None, None, ([] if reserved is None else [
+                "In progress counts every task workers reserved (running, prefetched, or held for an ETA or a "
+                "countdown): the workers have not answered which is which yet."])  # fmt: skip
+        def total(kind: str) -> int:
+            return sum(a.counts.get(kind, {}).get(name, 0) for a in answers.values())
+
+        running, eta, prefetched, notes = total("active"), total("scheduled"), total("reserved"), []
+        by_name = {s.hostname: s for s in alive}
+        for hostname in missing:
+            seen = by_name[hostname]
+            busy = max(seen.active or 0, 1 if seen.current else 0)  # its heartbeat, its last task-started event
+            if seen.queues == [name]:
+                running += busy
+                notes.append(f"{hostname} did not answer (busy?): {busy:,} running from its events.")
+            else:
+                notes.append(f"{hostname} did not answer which tasks it holds: they are not counted here.")
+        if eta:
+            notes.append(f"{eta:,} held by workers for an ETA or a countdown: shown as scheduled.")
+        return running, eta, prefetched, notes
 
     def _failure_notes(self, estimated: bool) -> list[str]:
         notes = []

@@ -191,11 +191,17 @@ class CeleryRabbitAdapter(CeleryAdapterBase):
                     details.append(("dead-lettered", dead[0] if dead else None))
             if count is None and name not in topo.info:
                 notes.append("RabbitMQ has no such queue now: shown for its failed tasks.")
+            in_progress, scheduled, prefetched, held_notes = self._held(name, info.unacked if info else None)
+            if name in topo.sources:  # a dead-letter queue: nothing in it runs
+                in_progress, scheduled, prefetched, held_notes = (info.unacked if info else None), None, None, []
+            elif prefetched is not None:
+                details.append(("prefetched by workers", prefetched))
             stats.append(QueueStats(
                 backend=self.backend, system=self.system, name=name, depth=count[0] if count else None,
-                in_progress=info.unacked if info else None, scheduled=None, failed=failed,
+                in_progress=in_progress, scheduled=scheduled, failed=failed,
                 workers=count[1] if count else self._consumers(name, workers), oldest_age_seconds=None,
-                details=tuple(details), links=tuple(links), notes=tuple(notes),
+                details=tuple(details), links=tuple(links), notes=tuple(notes + held_notes),
+                partial=not self.index.complete,
             ))  # fmt: skip
         return stats
 

@@ -153,7 +153,7 @@ class CeleryRedisAdapter(CeleryAdapterBase):
             replies = pipe.execute(raise_on_error=False)
         unacked = replies[0] if isinstance(replies[0], int) else None
         width = len(PRIORITY_STEPS)
-        reserved, reserved_at = self.scan.reserved, self.scan.reserved_at
+        reserved = self.scan.reserved
         stats = []
         for n, name in enumerate(names):
             lengths = [r if isinstance(r, int) else None for r in replies[1 + n * width : 1 + (n + 1) * width]]
@@ -162,18 +162,18 @@ class CeleryRedisAdapter(CeleryAdapterBase):
             if unacked == 0:
                 in_progress: int | None = 0
             elif reserved is not None:
-                in_progress = reserved.get(name, 0)
-                notes.append(f"In progress: messages workers reserved (kombu's unacked hash, {unacked:,} in all "
-                             f"queues), counted per queue {max(0, time.time() - (reserved_at or 0)):.0f} s ago.")  # fmt: skip
+                in_progress = reserved.get(name, 0)  # kombu's unacked hash, counted per queue at reserved_at
             else:
                 in_progress = None
+            in_progress, scheduled, prefetched, held_notes = self._held(name, in_progress)
+            notes += held_notes
             stats.append(QueueStats(
                 backend=self.backend, system=self.system, name=name,
                 depth=None if None in lengths else sum(lengths),  # type: ignore[arg-type]
-                in_progress=in_progress, scheduled=None, failed=failed, workers=self._consumers(name, workers),
+                in_progress=in_progress, scheduled=scheduled, failed=failed, workers=self._consumers(name, workers),
                 oldest_age_seconds=None,
-                details=(*zip(PRIORITY_LABELS, lengths), ("reserved, all queues", unacked)),
-                notes=tuple(notes),
+                details=(*zip(PRIORITY_LABELS, lengths), ("prefetched by workers", prefetched), ("reserved, all queues", unacked)),
+                notes=tuple(notes), partial=not self.index.complete,
             ))  # fmt: skip
         return stats
 

@@ -30,7 +30,8 @@ class CeleryWorker(Worker):
     """A worker with what Celery's heartbeats also say (load average, active tasks...) in ``details``."""
 
 
-def present(seen: WorkerSeen, alive: bool, *, backend: str, system: str) -> CeleryWorker:
+def present(seen: WorkerSeen, alive: bool, *, backend: str, system: str, held: Held | None = None) -> CeleryWorker:
+    """``held``: what it last answered it holds: its running tasks when events did not say (started before we listened)."""
     details = [("heartbeat every", f"{seen.freq:g} s")]
     if seen.active is not None:
         details.append(("active tasks", str(seen.active)))
@@ -45,7 +46,8 @@ def present(seen: WorkerSeen, alive: bool, *, backend: str, system: str) -> Cele
     return CeleryWorker(
         backend=backend, system=system, name=seen.hostname, hostname=seen.hostname.partition("@")[2] or seen.hostname,
         pid=seen.pid, queues=tuple(seen.queues), state=state, alive=alive, last_heartbeat=utc(seen.last_seen),
-        current_job=seen.current if alive else None, started_at=utc(seen.online_at),
+        current_job=(seen.current or (held.running[0] if held and held.running else None)) if alive else None,
+        started_at=utc(seen.online_at),
         successful_jobs=None if done is None else max(0, done - seen.failed),
         failed_jobs=seen.failed if done is not None else None, version=seen.sw_ver, details=tuple(details),
     )  # fmt: skip
@@ -59,6 +61,44 @@ def consumers(name: str, workers: list[Worker]) -> int | None:
     return sum(1 for w in alive if name in w.queues)
 
 
+HELD_EVERY = 5.0  # seconds between "which tasks do you hold" questions
+HELD_FRESH = 60.0  # an answer older than this is not used
+HELD_KINDS = ("active", "scheduled", "reserved")
+
+
+@dataclass(frozen=True)
+class Held:
+    """What one worker said it holds, per queue: running (``active``), waiting for an ETA or a
+    countdown (``scheduled``), prefetched and not started (``reserved``); ``running`` its task ids."""
+
+    at: float  # when it answered (time.time())
+    counts: dict[str, dict[str, int]]  # kind -> queue -> tasks
+    running: tuple[str, ...]
+
+
+def _routing_key(task: Any, kind: str) -> str | None:
+    request = task.get("request") if kind == "scheduled" and isinstance(task, dict) else task
+    info = request.get("delivery_info") if isinstance(request, dict) else None
+    queue = info.get("routing_key") if isinstance(info, dict) else None
+    return queue if isinstance(queue, str) else None
+
+
+def _held_from(replies: dict[str, dict[str, Any]], hostname: str, at: float) -> Held | None:
+    counts: dict[str, dict[str, int]] = {}
+    running: list[str] = []
+    for kind in HELD_KINDS:
+        reply = replies[kind].get(hostname)
+        if not isinstance(reply, list):
+            return None
+        found = counts.setdefault(kind, {})
+        for task in reply:
+            queue = _routing_key(task, kind)
+            found[queue or "?"] = found.get(queue or "?", 0) + 1
+            if kind == "active" and isinstance(task, dict) and isinstance(task.get("id"), str):
+                running.append(task["id"])
+    return Held(at, counts, tuple(running[:100]))
+
+
 class WorkerQuestions:
     """The questions the sampler asks live workers, and what they last answered."""
 
@@ -66,6 +106,9 @@ class WorkerQuestions:
         self.mailbox = mailbox  # pidbox.RedisMailbox or AMQPMailbox
         self.error: str | None = None
         self._asked: dict[str, float] = {}  # hostname -> when (monotonic)
+        # What each worker last said it holds (``inspect active / scheduled / reserved``).
+        self.held: dict[str, Held] = {}
+        self._held_asked = -1e9
 
     def ask(self, events: EventState, timeout: float, *, want_conf: bool) -> dict[str, Any]:
         """Ask the workers that are due; record their queues in ``events``. Returns the
@@ -93,3 +136,34 @@ class WorkerQuestions:
         if len(self._asked) > 2 * len(alive) + 100:
             self._asked = {h: t for h, t in self._asked.items() if now - t < 120}
         return confs
+
+    def ask_held(self, events: EventState, timeout: float, every: float = HELD_EVERY) -> None:
+        """Ask the live workers which tasks they run, hold for an ETA and prefetched, at most every ``every`` s."""
+        now = time.monotonic()
+        if timeout <= 0 or now - self._held_asked < every:
+            return
+        self._held_asked = now
+        alive = sorted(seen.hostname for seen, is_alive in events.workers() if is_alive)
+        self.held = {h: held for h, held in self.held.items() if h in alive}
+        if not alive:
+            return
+        replies: dict[str, dict[str, Any]] = {}
+        try:
+            for kind in HELD_KINDS:
+                replies[kind] = self.mailbox.ask(kind, {}, expect=len(alive), timeout=timeout, destination=alive)
+        except Exception as exc:  # the mailbox is a nicety: never let it stop the upkeep
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        at = time.time()
+        for hostname in alive:
+            held = _held_from(replies, hostname, at)
+            if held is not None:
+                self.held[hostname] = held
+            else:  # busy (a solo pool answers between tasks) or gone: what it said before is not now
+                self.held.pop(hostname, None)
+
+    def answers(self, alive: list[str]) -> tuple[dict[str, Held], list[str]]:
+        """The fresh answers of the ``alive`` workers, and which of them have none."""
+        wall = time.time()
+        fresh = {h: a for h in alive if (a := self.held.get(h)) is not None and wall - a.at <= HELD_FRESH}
+        return fresh, [h for h in alive if h not in fresh]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -58,7 +58,7 @@ class Rule:
     backend: str
     system: str
     queue: str
-    max_depth: int
+    max_depth: int | None = None
     for_seconds: float = 0
     max_oldest_age_seconds: float | None = None
     min_workers: int | None = None
@@ -111,15 +111,33 @@ def parse_rule(backend: str, system: str, queue: str, body: Mapping[str, Any]) -
 
     if not (backend and system and queue):
         raise ValueError("a rule needs a backend, a system and a queue (or patterns such as *)")
-    return Rule(
+    rule = Rule(
         backend, system, queue,
-        max_depth=number("max_depth", required=True, whole=True),
+        max_depth=number("max_depth", whole=True),
         for_seconds=number("for_seconds", default=0),
         max_oldest_age_seconds=number("max_oldest_age_seconds"),
         min_workers=number("min_workers", whole=True),
         max_new_failures=number("max_new_failures", whole=True),
         failures_window_seconds=number("failures_window_seconds", default=300) or 300,
     )  # fmt: skip
+    if not rule.thresholds():
+        raise ValueError("a rule needs at least one threshold: max_depth, max_oldest_age_seconds, min_workers "
+                         "or max_new_failures")  # fmt: skip
+    return rule
+
+
+def summary(rule: Rule, duration: Callable[[float], str] = lambda s: f"{s:g}s") -> str:
+    """What a rule alerts on, in words: "more than 5 waiting, fewer than 1 worker for 30s"."""
+    parts = []
+    if rule.max_depth is not None:
+        parts.append(f"more than {rule.max_depth:,} waiting")
+    if rule.max_oldest_age_seconds is not None:
+        parts.append(f"oldest waiting over {duration(rule.max_oldest_age_seconds)}")
+    if rule.min_workers is not None:
+        parts.append(f"fewer than {rule.min_workers:,} worker{'s' if rule.min_workers != 1 else ''}")
+    if rule.max_new_failures is not None:
+        parts.append(f"more than {rule.max_new_failures:,} new failures in {duration(rule.failures_window_seconds)}")
+    return ", ".join(parts) + f" for {duration(rule.for_seconds)}"
 
 
 def rule_from_json(text: str) -> Rule:
@@ -265,7 +283,7 @@ class Reading:
     workers: int | None
     failed: int | None
     backend_up: bool = True
-
+    partial: bool = False  # the failed count is still being learned (after a restart): nothing in it is new
 
 @dataclass
 class FailureWindow:
@@ -274,9 +292,11 @@ class FailureWindow:
     seen: dict[tuple[str, str, str], list[tuple[int, int]]] = field(default_factory=dict)
 
     def new_failures(self, reading: Reading, now: int, window_ms: int) -> int | None:
-        if reading.failed is None:
-            return None
         key = (reading.backend, reading.system, reading.queue)
+        if reading.failed is None or reading.partial:
+            # Learning the count (an index rebuilt after a restart) is not failing: start the window afresh.
+            self.seen.pop(key, None)
+            return None
         points = [(t, n) for t, n in self.seen.get(key, []) if now - t <= window_ms] + [(now, reading.failed)]
         self.seen[key] = points
         # A count that went down (a requeue or delete) starts counting afresh from there.

@@ -264,6 +264,7 @@ class QueueCounts:
     failed: int | None = None
     processed_total: int | None = None
     failed_total: int | None = None
+    partial: bool = False  # still being learned: growth is not new failures
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,7 @@ def _failed(key, counts, previous, done_by_queue) -> tuple[float | None, int]:
     shares = done_by_queue.get(key)
     if shares and all(alone and f is not None for _, f, alone in shares):
         return sum(f for _, f, _ in shares), RateSource.WORKER_COUNTERS
-    if counts.failed is not None and previous.failed is not None:
+    if counts.failed is not None and previous.failed is not None and not counts.partial and not previous.partial:
         return max(0, counts.failed - previous.failed), RateSource.FAILED_GROWTH
     if shares and all(f is not None for _, f, _ in shares):
         return sum(f for _, f, _ in shares), RateSource.SHARED_WORKERS

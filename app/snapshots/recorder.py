@@ -79,7 +79,7 @@ class Recorder:
     @staticmethod
     def _counts(snapshot: Snapshot, t: int) -> tuple[int, dict, dict]:
         queues = {
-            (q.backend, q.system, q.name): QueueCounts(q.failed, q.processed_total, q.failed_total) for q in snapshot.queues
+            (q.backend, q.system, q.name): QueueCounts(q.failed, q.processed_total, q.failed_total, q.partial) for q in snapshot.queues
         }
         workers = {}
         for w in snapshot.workers:

@@ -13,6 +13,7 @@ from queuewatch.security import audit
 
 from . import htmx
 from .errors import json_error
+from .jinja import duration
 from .params import BadRequest, json_body, safe_next
 
 bp = Blueprint("alerts", __name__)
@@ -82,7 +83,7 @@ def save_queue_rule(backend: str, system: str, queue: str) -> Response:
     except ValueError as exc:
         flash(f"The rule was not saved: {exc}.", "error")
     else:
-        flash(f"Alert when more than {rule.max_depth:,} jobs wait for {rule.for_seconds:g} s.", "success")
+        flash(f"Alert when {alerts.summary(rule, duration)}.", "success")
     return redirect(_back(here), code=303)
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from flask import Flask, current_app
 
 from queuewatch.adapters.decoding import payload
+from queuewatch.alerts import rules as alert_rules
 
 
 def number(value: int | None) -> str:
@@ -84,7 +85,12 @@ def store_trouble() -> list[str]:
     return found
 
 
+def rule_summary(rule: alert_rules.Rule) -> str:
+    return alert_rules.summary(rule, duration)
+
+
 def init_app(app: Flask) -> None:
     app.jinja_env.globals["store_trouble"] = store_trouble
     app.jinja_env.filters.update(number=number, quantity=quantity, duration=duration, ago=ago, isotime=isotime, display=display,
-                                 digest=digest, dictremove=dictremove, merged=merged, fromtimestamp=fromtimestamp)  # fmt: skip
+                                 digest=digest, dictremove=dictremove, merged=merged, fromtimestamp=fromtimestamp,
+                                 rule_summary=rule_summary)  # fmt: skip
