@@ -13,11 +13,15 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Generic, TypeVar, Union
+from typing import Any, ClassVar, TypeVar, Union
 
 from .errors import BackendUnavailable, Interrupted, NotFound, Unsupported
+from .values import STATES, ActionResult, FailedJob, Job, JobDetail, Option, Page, QueueStats, Worker
+
+__all__ = ["ALL", "STATES", "ActionResult", "Adapter", "FailedJob", "Inspection", "Job", "JobDetail", "Option", "Page",
+           "QueueStats", "Selection", "Tally", "Worker", "chunks", "unique"]
 
 T = TypeVar("T")
 
@@ -49,126 +53,6 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """``items`` in slices of ``size``: one atomic call each."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-@dataclass(frozen=True)
-class Option:
-    """A setting an adapter or a backend takes from the configuration: the flag
-    ``--setting-name`` / variable ``QUEUEWATCH_SETTING``, each value
-    ``[BACKEND=]VALUE`` (no name: every backend that takes it), handed to the
-    constructor as ``keyword`` (a list when ``many``)."""
-
-    setting: str  # "DRAMATIQ_NAMESPACE"
-    keyword: str  # "namespace"
-    many: bool = False
-    schemes: tuple[str, ...] = ()  # a URL: the schemes it may have
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    """Counts for one queue; ``None`` where the system cannot know."""
-
-    backend: str
-    system: str
-    name: str
-    depth: int | None  # waiting, ready to run
-    in_progress: int | None
-    scheduled: int | None  # scheduled, deferred or delayed: waiting for a time or a dependency
-    failed: int | None  # failed registry or dead letters
-    workers: int | None  # live workers listening to this queue
-    oldest_age_seconds: float | None  # age of the oldest waiting job
-    # More counts the system keeps, shown on the queue page: (label, value) pairs.
-    details: tuple[tuple[str, int | None], ...] = ()
-    # Related queues of the same backend and system, e.g. ("dead letters", "orders.dlq").
-    links: tuple[tuple[str, str], ...] = ()
-    # Sentences the operator should read with these numbers ("depth excludes ...").
-    notes: tuple[str, ...] = ()
-    # Cumulative jobs of this queue completed (succeeded or failed) and failed,
-    # where the system keeps a per-queue counter (RabbitMQ's management API
-    # does); the history turns their change between snapshots into exact rates.
-    # A counter may restart from zero. None where there is no such counter: RQ
-    # has none, and its rates come from worker counters and failed-list growth.
-    processed_total: int | None = None
-    failed_total: int | None = None
-    # The counts are still being learned (a first background scan after a start has not
-    # finished): they say how many there are so far, not how many are new. Alerts on new
-    # failures and rates from failed-count growth wait until it is over.
-    partial: bool = False
-
-
-@dataclass(frozen=True)
-class Worker:
-    """One worker process as its system registers it."""
-
-    backend: str
-    system: str
-    name: str
-    hostname: str | None
-    pid: int | None
-    queues: tuple[str, ...]
-    state: str  # the system's own word: busy, idle, suspended, ... or "dead"
-    alive: bool
-    last_heartbeat: datetime | None
-    current_job: str | None
-    started_at: datetime | None = None
-    # Cumulative since the worker started; the history derives per-queue rates
-    # from their change (jobs done = successful + failed).
-    successful_jobs: int | None = None
-    failed_jobs: int | None = None
-    version: str | None = None
-    # What else the system reports about the worker (load average, active tasks...): (label, text).
-    details: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class FailedJob:
-    """One row of a failed-jobs (or dead-letter) list."""
-
-    id: str
-    function: str | None
-    args_preview: str
-    error_type: str | None
-    error_message: str | None
-    failed_at: datetime | None
-    attempts: int | None
-    started_at: datetime | None = None  # when its last attempt started
-    expires_at: datetime | None = None  # when the system will drop the record by itself
-
-
-@dataclass(frozen=True)
-class JobDetail(FailedJob):
-    """Everything known about one job; args and kwargs are safe display values."""
-
-    queue: str = ""
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    traceback: str | None = None
-    payload_encoding: str = "unknown"
-    payload_error: str | None = None  # why the payload could not be decoded, with its size
-    status: str | None = None
-    enqueued_at: datetime | None = None
-    started_at: datetime | None = None
-    worker: str | None = None
-    # Further fields the system keeps (timeouts, ttl, retries left, headers...): (label, text).
-    details: tuple[tuple[str, str], ...] = ()
-    # Sentences the operator should read before acting ("requeue needs result_extended").
-    notes: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, row: FailedJob, **more: Any) -> JobDetail:
-        """The detail of a failed-list row: its fields, plus (or overridden by) ``more``."""
-        return cls(**({f.name: getattr(row, f.name) for f in fields(FailedJob)} | more))
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """A page of a list. ``next_cursor`` is opaque; ``None`` on the last page."""
-
-    items: tuple[T, ...]
-    total: int | None
-    next_cursor: str | None
-    prev_cursor: str | None = None  # None on the first page
-    offset: int = 0  # rank of the first item, where the list has ranks
 
 
 class Inspection:
@@ -203,14 +87,6 @@ class Inspection:
     def detail(self, job_id: str) -> JobDetail:
         """One message read, in full. Raises NotFound."""
         return self._detail(job_id)
-
-
-@dataclass(frozen=True)
-class ActionResult:
-    """What a requeue, delete or purge did."""
-
-    affected: int
-    not_found: tuple[str, ...] = ()
 
 
 class Tally:
@@ -250,7 +126,7 @@ class Adapter(abc.ABC):
     client, so one connection pool serves every system on a backend.
     """
 
-    system: ClassVar[str]  # "rq" | "celery" | "dramatiq" | "arq" | "amqp"
+    system: ClassVar[str]  # "rq" | "celery" | "dramatiq" | "arq" | "huey" | "amqp"
     label: ClassVar[str]  # how the UI names the system: "RQ"
     # What the failed list is called in this system ("Failed", "Dead letters").
     failed_label: ClassVar[str] = "Failed"
@@ -361,6 +237,62 @@ class Adapter(abc.ABC):
     def memory_version(self) -> object | None:
         """Changes whenever ``dump_memory`` would answer differently; None: compare the dumps."""
         return None
+
+    # -- jobs in every state (DESIGN.md); a system answers what it can know --------------
+
+    def job_states(self, queue: str) -> dict[str, str | None]:
+        """Every state of STATES: None where ``jobs`` can list it, else why not (shown to the
+        operator; the UI hides the state). Default: only the failed list."""
+        return {s: None if s == "failed" else f"{self.label} keeps no list of {s.replace('_', ' ')} jobs"
+                for s in STATES}  # fmt: skip
+
+    def jobs(self, queue: str, state: str, limit: int, cursor: str | None = None) -> Page[Job]:
+        """Jobs of ``queue`` in ``state``, one page (O(page)): waiting and scheduled next to run
+        first, in progress by start, finished and failed newest first. Raises Unsupported
+        (the reason of ``job_states``) for a state it cannot list."""
+        reason = self.job_states(queue).get(state, f"no state {state!r}")
+        raise Unsupported(reason or f"{self.label} lists {state} jobs elsewhere")
+
+    def inspects_jobs(self, queue: str, state: str) -> bool:
+        """Whether listing ``state`` is an inspection (RabbitMQ's waiting messages): then only
+        ``inspect_jobs``, on the operator's request, reads it."""
+        return False
+
+    def inspect_jobs(self, queue: str, state: str) -> Inspection:
+        """Read a list that is an inspection, once. Raises Unsupported elsewhere."""
+        raise Unsupported(f"{self.label} lists {state} jobs of {queue!r} without an inspection")
+
+    def find(self, job_id: str) -> list[tuple[str, str]]:
+        """Where a job id is now: (queue, state) pairs, by O(1) lookups (no SCAN). Default: nowhere."""
+        return []
+
+    def delete_jobs(self, queue: str, ids: Sequence[str]) -> ActionResult:
+        """Remove waiting or scheduled jobs so they never run (as the system's own cancel/delete
+        leaves them). Ids not waiting or scheduled there are ``not_found``."""
+        raise Unsupported(f"{self.label} cannot delete waiting jobs here")
+
+    def enqueue_now(self, queue: str, ids: Sequence[str]) -> ActionResult:
+        """Move scheduled jobs to the front of waiting, now."""
+        raise Unsupported(f"{self.label} cannot enqueue scheduled jobs now")
+
+    # -- control of live work (DESIGN.md) -------------------------------------------------
+
+    def stop(self, queue: str, job_id: str) -> str | None:
+        """Ask the system to stop a running job by its own mechanism; the worker asked (or None).
+        Raises Unsupported where it has none, NotFound when the job is not running."""
+        raise Unsupported(f"{self.label} has no way to stop a running job")
+
+    def pause(self, queue: str, paused: bool) -> bool:
+        """Stop (or resume) workers taking ``queue``'s jobs; jobs keep arriving. Returns the state."""
+        raise Unsupported(f"{self.label} cannot pause one queue")
+
+    def paused(self, queue: str) -> bool | None:
+        """Whether ``queue`` is paused; None where the system cannot pause."""
+        return None
+
+    def control_worker(self, name: str, action: str, n: int = 1) -> None:
+        """Worker control where the system has it: "shutdown", "pool_grow", "pool_shrink"."""
+        raise Unsupported(f"{self.label} workers take no {action.replace('_', ' ')} command")
 
     def queue(self, name: str) -> QueueStats:
         """One queue's counts. Raises NotFound. Adapters may do this cheaper."""
