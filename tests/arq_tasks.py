@@ -81,7 +81,7 @@ async def sleep(ctx, seconds):
 WorkerSettings = {
     "functions": [add, fail_unless_exists, retry_unless_exists, fail_after_retries, sum_point, fail_unpicklably,
                   fail_with, sleep],
-    "redis_settings": RedisSettings.from_dsn(os.environ.get("ARQ_TEST_REDIS", "redis://127.0.0.1:6379/10")),
+    "redis_settings": RedisSettings.from_dsn(os.environ.get("ARQ_TEST_REDIS", f"redis://127.0.0.1:{os.environ.get('QW_TEST_REDIS_PORT', '6379')}/10")),
     "queue_name": os.environ.get("ARQ_TEST_QUEUE", "arq:queue"),
     "poll_delay": 0.05,
     "max_tries": 3,

@@ -25,8 +25,9 @@ from celery.exceptions import Reject
 from kombu import Exchange, Queue
 
 TESTS = Path(__file__).resolve().parent
-BROKER = "redis://127.0.0.1:6379/14"
-RESULTS = "redis://127.0.0.1:6379/15"
+_PORT = os.environ.get("QW_TEST_REDIS_PORT", "6379")  # conftest.REDIS_PORT
+BROKER = f"redis://127.0.0.1:{_PORT}/14"
+RESULTS = f"redis://127.0.0.1:{_PORT}/15"
 
 
 def make_app(broker: str, results: str | None, *, extended: bool = True, dead_letters: str = "", keyprefix: str = "") -> Celery:

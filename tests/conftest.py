@@ -25,7 +25,8 @@ from queuewatch import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+# QW_TEST_REDIS_PORT: a private redis-server for this run (two runs at once must not share databases).
+REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("QW_TEST_REDIS_PORT", "6379"))
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Debian's Chromium, never a downloaded browser; these flags keep it off the (closed) network.

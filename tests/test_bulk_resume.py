@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import start_queuewatch
+from conftest import REDIS_PORT, start_queuewatch
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
@@ -61,7 +61,7 @@ def wait_for(what, deadline: float, log: Path):  # type: ignore[no-untyped-def]
 
 def test_sigkill_mid_operation_loses_nothing_and_the_next_dashboard_finishes_it(r, redis_db, tmp_path) -> None:
     ids = fail_jobs(r, "resume", JOBS)
-    args = ("--redis", f"redis://127.0.0.1:6379/{redis_db}", "--rabbitmq", "none", "--poll", "0.5", "--bulk-chunk", "10")
+    args = ("--redis", f"redis://127.0.0.1:{REDIS_PORT}/{redis_db}", "--rabbitmq", "none", "--poll", "0.5", "--bulk-chunk", "10")
     with start_queuewatch(tmp_path, *args) as (base, proc):
         op = call(f"{base}/api/v1/operations", {"action": "requeue", "backend": "redis", "system": "rq", "queue": "resume"})
         url = f"{base}/api/v1/operations/{op['id']}"

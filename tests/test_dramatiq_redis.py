@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import csrf_token, redis_digest, start_queuewatch, wait_for
+from conftest import REDIS_PORT, csrf_token, redis_digest, start_queuewatch, wait_for
 from contract import AdapterContract, JobFactory, MaintainedAdapterContract
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
@@ -401,7 +401,7 @@ def post_in_background(url: str, body: dict) -> threading.Thread:
 
 def test_sigkill_in_the_middle_of_a_requeue_all_of_5000_loses_and_duplicates_nothing(r, redis_db, tmp_path) -> None:
     ids = make_dead_letters(RedisBroker(client=r), "bulk", 5000)
-    with slow_proxy(6379, delay=0.02) as port, dashboard(tmp_path, "--redis", f"redis://127.0.0.1:{port}/{redis_db}",
+    with slow_proxy(REDIS_PORT, delay=0.02) as port, dashboard(tmp_path, "--redis", f"redis://127.0.0.1:{port}/{redis_db}",
                                                          "--rabbitmq", "none") as (base, proc):  # fmt: skip
         poster = post_in_background(f"{base}/api/v1/queues/redis/dramatiq/bulk/failed/requeue", {"all": True})
         deadline = time.monotonic() + 60
