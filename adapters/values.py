@@ -52,6 +52,14 @@ class QueueStats:
     # finished): they say how many there are so far, not how many are new. Alerts on new
     # failures and rates from failed-count growth wait until it is over.
     partial: bool = False
+    # Why ``workers`` is None where the system usually knows (an Arq report too old to be
+    # evidence): alerts on min_workers show it as a warning, not as fine.
+    workers_unknown: str | None = None
+    # A dead-letter queue: the queues whose dead letters it holds. Its messages are dead
+    # letters, not work waiting: totals count them once, as dead letters, and never as waiting.
+    dead_letters_of: tuple[str, ...] = ()
+    # ``failed`` counts the messages of this dead-letter queue (shown on its own row too).
+    failed_in: str | None = None
 
 
 @dataclass(frozen=True)

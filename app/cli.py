@@ -184,8 +184,35 @@ def serve(bind: str, redis_urls: tuple[str, ...], rabbitmq_urls: tuple[str, ...]
         def load(self) -> Any:
             return create_app(overrides)
 
-    click.echo(f"queuewatch serving on http://{bind}/", err=True)
+    click.echo(startup_summary(bind, specs, overrides.get("STATE") or str(config.default_state_path()), credentials,
+                               bool(trust_user_header), insecure_no_auth, read_only), err=True)  # fmt: skip
     Server().run()
+
+
+def startup_summary(bind: str, specs: list[config.BackendSpec], state: str, credentials: auth.Credentials,
+                    header_auth: bool, insecure: bool, read_only: bool) -> str:  # fmt: skip
+    """What a first run watches and where to look, said once at start (passwords as ***)."""
+    from queuewatch.adapters.connections import redact_url
+
+    host, _, port = bind.rpartition(":")
+    shown = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host in ("::", "[::]") else host
+    lines = [f"queuewatch: open http://{shown}:{port}/"]
+    for spec in specs:
+        lines.append(f"  watching {spec.kind} {spec.name}: {redact_url(spec.url)}")
+    if not specs:
+        lines.append("  watching nothing: pass --redis URL and/or --rabbitmq URL")
+    lines.append(f"  own store (settings, history, audit): {redact_url(state) if '://' in state else state}")
+    if credentials.any or header_auth:
+        who = [f"{len(credentials.users)} users"] * bool(credentials.users) + [f"{len(credentials.tokens)} API tokens"] * bool(
+            credentials.tokens) + ["the proxy's user header"] * header_auth  # fmt: skip
+        lines.append("  login: " + ", ".join(who))
+    elif insecure:
+        lines.append("  login: none (--insecure-no-auth: whatever is in front of it must authenticate)")
+    else:
+        lines.append("  login: none needed (no users configured; loopback only)")
+    if read_only:
+        lines.append("  read-only: no action changes a queue")
+    return "\n".join(lines)
 
 
 @main.command("hash-password")

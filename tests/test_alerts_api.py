@@ -216,3 +216,77 @@ def test_a_bad_webhook_flag_is_a_usage_error(tmp_path: Path) -> None:
     done = subprocess.run([str(queuewatch), "serve", "--state", str(tmp_path / "s.sqlite3"), "--webhook", "ftp://example.com/x"],
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert done.returncode == 2 and "--webhook" in done.stderr and "http://" in done.stderr
+
+
+def test_an_alert_is_acknowledged_and_silenced_for_every_viewer_and_a_silence_holds_back_notifications(
+        app, client, r, redis_url, receiver) -> None:  # fmt: skip
+    """Acknowledged: who and when, for this firing episode only, told to the webhooks. Silenced:
+    no webhook posts until it ends or is lifted. Refusals are 404 / 409 / 400 in words."""
+    client.put(RULE, json={"max_depth": 5, "for_seconds": 0})
+    emails = rq.Queue("emails", connection=r)
+    for i in range(10):
+        emails.enqueue(rq_tasks.add, i, i)
+    tick(app)
+    receiver.wait_for("firing", 1)
+    ack = client.post("/api/v1/alerts/redis/rq/emails/max_depth/acknowledge", json={})
+    assert ack.status_code == 200
+    assert ack.get_json()["acknowledged"]["by"] == "someone at 127.0.0.1"
+    [told] = receiver.wait_for("acknowledged", 1)
+    assert "acknowledged redis/rq/emails" in told["text"]
+    (alert,) = alerts_of(client)
+    assert alert["acknowledged"]["by"] == "someone at 127.0.0.1" and alert["silenced"] is None
+    page = client.get("/alerts").get_data(as_text=True)
+    assert "acknowledged by someone at 127.0.0.1" in page and "Silence" in page
+    # Refused in words: no such alert, no such condition, bad or too long a silence.
+    missing = client.post("/api/v1/alerts/redis/rq/nosuch/max_depth/acknowledge", json={})
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
+    assert client.post("/api/v1/alerts/redis/rq/emails/bogus/acknowledge", json={}).status_code == 404
+    for body in ({"seconds": "an hour"}, {"seconds": 8 * 86400}, {"seconds": -1}, {}):
+        answer = client.post("/api/v1/alerts/redis/rq/emails/max_depth/silence", json=body)
+        assert answer.status_code == 400, body
+        assert answer.get_json()["error"]["message"]
+
+    silenced = client.post("/api/v1/alerts/redis/rq/emails/max_depth/silence", json={"seconds": 3600})
+    assert silenced.status_code == 200 and silenced.get_json()["silenced"]["until"].endswith("Z")
+    receiver.wait_for("silenced", 1)
+    run_rq_worker(redis_url, "emails")
+    tick(app)
+    (alert,) = alerts_of(client)
+    assert alert["state"] == "ok" and alert["acknowledged"] is None  # the episode it was said of is over
+    for i in range(10):
+        emails.enqueue(rq_tasks.add, i, i)
+    tick(app)
+    (alert,) = alerts_of(client)
+    assert alert["state"] == "firing" and alert["acknowledged"] is None  # a new episode pages again ...
+    assert client.post("/api/v1/alerts/redis/rq/emails/max_depth/acknowledge", json={}).status_code == 200
+    receiver.wait_for("acknowledged", 2)  # delivered in order: anything sent before it has arrived
+    assert (len(receiver.events("firing")), len(receiver.events("resolved"))) == (1, 0)  # ... but not while silenced
+    # A resolved alert cannot be acknowledged; lifting the silence is said to the webhooks.
+    run_rq_worker(redis_url, "emails")
+    tick(app)
+    not_firing = client.post("/api/v1/alerts/redis/rq/emails/max_depth/acknowledge", json={})
+    assert not_firing.status_code == 409 and not_firing.get_json()["error"]["code"] == "not_firing"
+    assert client.post("/api/v1/alerts/redis/rq/emails/max_depth/silence", json={"seconds": 0}).status_code == 200
+    receiver.wait_for("unsilenced", 1)
+    assert alerts_of(client)[0]["silenced"] is None
+    for i in range(10):
+        emails.enqueue(rq_tasks.add, i, i)
+    tick(app)
+    receiver.wait_for("firing", 2)
+    done = [(e["action"], e["queue"], e["result"]) for e in client.get("/api/v1/audit?limit=50").get_json()["entries"]]
+    assert ("api_acknowledge", "emails", "ok") in done and ("api_silence", "emails", "ok") in done
+    assert ("api_acknowledge", "emails", "refused (409)") in done
+
+
+def test_a_firing_alert_back_within_its_level_is_shown_resolving_until_its_hold_ends(app, client, r, redis_url) -> None:
+    client.put(RULE, json={"max_depth": 5, "for_seconds": 0})
+    emails = rq.Queue("emails", connection=r)
+    for i in range(10):
+        emails.enqueue(rq_tasks.add, i, i)
+    tick(app)
+    client.put(RULE, json={"max_depth": 5, "for_seconds": 3600})  # now it must stay clear an hour to resolve
+    run_rq_worker(redis_url, "emails")
+    tick(app)
+    (alert,) = alerts_of(client)
+    assert (alert["state"], alert["resolving"], alert["value"]) == ("firing", True, 0)
+    assert "resolving" in client.get("/").get_data(as_text=True)

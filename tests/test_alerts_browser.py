@@ -74,7 +74,14 @@ def test_a_threshold_set_in_the_browser_fires_notifies_once_and_resolves_once(br
             firing = receiver.wait_for("firing", 1)
             assert firing[0]["alert"] | {"since": None, "started": None} == {
                 "backend": "redis", "system": "rq", "queue": "emails", "rule": "max_depth", "state": "firing",
-                "value": 10, "threshold": 5, "peak": 10, "since": None, "started": None}  # fmt: skip
+                "value": 10, "threshold": 5, "peak": 10, "since": None, "started": None, "resolving": False,
+                "unknown": None, "acknowledged": None, "silenced": None}  # fmt: skip
+            # The operator on call acknowledges it: every viewer sees who, the webhooks are told.
+            page.goto(base + "/alerts")
+            page.get_by_role("button", name="Acknowledge").first.click()
+            expect(page.locator("[data-acknowledged]").first).to_contain_text("acknowledged by someone at 127.0.0.1")
+            page.screenshot(path=str(shots / "alert-acknowledged.png"), full_page=True)
+            assert receiver.wait_for("acknowledged", 1)[0]["alert"]["acknowledged"]["by"] == "someone at 127.0.0.1"
 
             run_rq_worker(redis_url, "emails")  # drains the queue
             receiver.wait_for("resolved", 1)

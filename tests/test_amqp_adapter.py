@@ -7,6 +7,8 @@ Dramatiq-on-RabbitMQ tests import.
 
 from __future__ import annotations
 
+import re
+
 import base64
 import contextlib
 import json
@@ -397,19 +399,30 @@ def rabbit_client(vhost, tmp_path):
 
 
 def test_counts_on_the_page_and_in_the_api_equal_what_rabbitmq_holds(vhost, rabbit_client) -> None:
+    """Each dead letter is counted once, as a dead letter: the DLQ's row says so instead of
+    "waiting", the totals count 3 failed and 4 waiting (not 7 and 6), and the no-workers
+    filter leaves the DLQ out (nobody is meant to consume it)."""
     jobs = AMQPJobs(vhost, "orders")
     jobs.failed(3)
     jobs.waiting(4)
     api = {q["name"]: q for q in rabbit_client.get("/api/v1/queues").get_json()["queues"] if q["system"] == "amqp"}
-    rows = table_rows(rabbit_client.get("/").get_data(as_text=True))
-    for name in ("orders", "orders.dlq"):
-        expected = {"depth": ready(vhost, name)}
-        assert api[name]["depth"] == expected["depth"]
-        assert number(rows[f"rabbitmq/amqp/{name}"]["depth"]) == expected["depth"]
-        page = counts(rabbit_client.get(f"/queues/{q_path(name, 'amqp')}").get_data(as_text=True))
-        assert number(page["depth"]) == expected["depth"]
-    assert api["orders"]["failed"] == ready(vhost, "orders.dlq") == 3
     overview = rabbit_client.get("/").get_data(as_text=True)
+    rows = table_rows(overview)
+    assert api["orders"]["depth"] == number(rows["rabbitmq/amqp/orders"]["depth"]) == ready(vhost, "orders") == 4
+    assert api["orders.dlq"]["depth"] == ready(vhost, "orders.dlq") == 3  # the API keeps the queue's own numbers
+    assert rows["rabbitmq/amqp/orders.dlq"]["depth"] == "dead letters"
+    assert api["orders"]["failed"] == api["orders.dlq"]["failed"] == number(rows["rabbitmq/amqp/orders.dlq"]["failed"]) == 3
+    for name, label in (("orders", "Dead letters"), ("orders.dlq", "Dead letters")):
+        page = rabbit_client.get(f"/queues/{q_path(name, 'amqp')}").get_data(as_text=True)
+        assert number(counts(page)["failed"]) == 3
+        assert re.search(rf'card-label">{label}</div><div class="card-value" data-count="failed"', page), name
+    dlq_page = counts(rabbit_client.get(f"/queues/{q_path('orders.dlq', 'amqp')}").get_data(as_text=True))
+    assert "depth" not in dlq_page  # not "waiting": they are the dead letters above
+    totals = re.search(r'data-backend-totals="rabbitmq">.*?data-total="depth">([\d,]+)<.*?data-total="failed"[^>]*>([\d,]+)<',
+                       overview, re.S)  # fmt: skip
+    assert totals and (number(totals[1]), number(totals[2])) == (4, 3)
+    unworked = table_rows(rabbit_client.get("/?state=no-workers").get_data(as_text=True))
+    assert "rabbitmq/amqp/orders" in unworked and "rabbitmq/amqp/orders.dlq" not in unworked
     assert "Management API on" in overview
 
 

@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+import urllib.parse
+import urllib.request
+
 import pytest
 from conftest import get_json, serve_queuewatch, wait_for, wait_for_samples
 from test_arq_adapter import ArqClient, arq_worker, failed_results, run_arq_worker
@@ -39,3 +45,49 @@ def test_a_restart_that_rebuilds_the_arq_failure_index_does_not_fire_new_failure
         client.enqueue([("fail_unless_exists", ("/no/such/flag", i), {}) for i in range(6)])
         wait_for(lambda: [a["state"] for a in get_json(base + "/api/v1/alerts")["alerts"] if a["queue"] == queue]
                  == ["firing"], 30, what="the alert to fire")  # fmt: skip
+
+
+@pytest.mark.redis_db(12)
+def test_a_killed_arq_worker_at_the_default_interval_is_unknown_not_alive(r, redis_url, tmp_path) -> None:
+    """``kill -9`` of an arq worker that reports hourly (arq's default), looked at 8 minutes later:
+    its health key still lives for 52 minutes, but it is no evidence of a live worker. Workers are
+    unknown on every page, a min-workers rule says so, and "waiting, no workers" lists the queue."""
+    queue = "arq:killed"
+    key = queue + ":health-check"
+    with arq_worker(redis_url, queue, health_interval=3600) as worker:
+        wait_for(lambda: r.exists(key), 30, what="the worker's first health report")
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    # What the operator found 8 minutes later: the dead worker's last report, its key alive for the rest of the hour.
+    value = r.get(key).decode()
+    stamp = time.strftime("%b-%d %H:%M:%S", time.localtime(time.time() - 480))  # arq writes local time, this format
+    assert len(stamp) == value.index(" j_")
+    r.set(key, stamp + value[len(stamp):], px=(3600 - 480) * 1000)
+    ArqClient(redis_url, queue).enqueue([("add", (i, i), {}) for i in range(3)])
+    path = "redis/arq/" + urllib.parse.quote(queue, safe="")
+    with serve_queuewatch(tmp_path, "--redis", redis_url, "--rabbitmq", "none", "--poll", "1") as base:
+        put_json(base + f"/api/v1/alerts/rules/{path}", {"min_workers": 1, "for_seconds": 0})
+        wait_for_samples(base, path, 2)
+        stats = get_json(base + f"/api/v1/queues/{path}")
+        assert stats["depth"] == 3
+        assert stats["workers"] is None
+        assert "last report 8 min ago" in stats["workers_unknown"]
+        assert "health_check_interval" in stats["workers_unknown"]
+        [worker_row] = [w for w in get_json(base + "/api/v1/workers")["workers"] if queue in w["queues"]]
+        assert (worker_row["state"], worker_row["alive"]) == ("unknown", False)
+        [alert] = [a for a in get_json(base + "/api/v1/alerts")["alerts"] if a["queue"] == queue]
+        assert alert["rule"] == "min_workers"
+        assert "last report 8 min ago" in alert["unknown"]
+        unworked = get_json(base + "/api/v1/queues?state=no-workers")["queues"]
+        assert [q["name"] for q in unworked] == [queue]
+        with urllib.request.urlopen(base + "/?state=no-workers", timeout=10) as page:
+            html = page.read().decode()
+        assert queue in html and "unknown" in html
+        with urllib.request.urlopen(base + f"/queues/{path}", timeout=10) as page:
+            assert "last report 8 min ago" in page.read().decode()
+        # A fresh report is evidence again: a live worker counts as 1 and the warning goes.
+        with arq_worker(redis_url, queue, health_interval=30):
+            wait_for(lambda: get_json(base + f"/api/v1/queues/{path}")["workers"] == 1, 30, what="a live worker")
+            [alert] = [a for a in get_json(base + "/api/v1/alerts")["alerts"] if a["queue"] == queue]
+            wait_for(lambda: [a["unknown"] for a in get_json(base + "/api/v1/alerts")["alerts"] if a["queue"] == queue]
+                     == [None], 30, what="the warning to go")  # fmt: skip

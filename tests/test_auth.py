@@ -340,3 +340,17 @@ def test_hash_password_prints_a_hash_the_login_accepts(tmp_path) -> None:
 def test_users_from_the_environment_need_a_known_role(redis_url, tmp_path) -> None:
     with pytest.raises(ValueError, match="role must be one of"):
         make_app(redis_url, tmp_path, USER_EVE="root:" + generate_password_hash("x"))
+
+
+def test_the_login_page_without_users_says_no_login_is_needed_not_wrong_password(redis_url, tmp_path, tokens_file) -> None:
+    apps = [make_app(redis_url, tmp_path), make_app(redis_url, tmp_path, TOKENS=tokens_file)]
+    open_app, tokens_only = (app.test_client() for app in apps)
+    page = open_app.get("/login?next=/workers")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "No login is needed" in text and 'href="/workers"' in text and 'name="password"' not in text
+    guess = open_app.post("/login", data={"csrf_token": session_csrf(open_app), "username": "ada", "password": "x"})
+    assert guess.status_code == 409 and "Wrong user name" not in guess.get_data(as_text=True)
+    assert "accepts API tokens only" in tokens_only.get("/login").get_data(as_text=True)
+    for app in apps:
+        app.extensions["queuewatch.monitor"].close()

@@ -51,6 +51,13 @@ def test_serve_starts_with_a_backend_that_is_down_and_shows_it_down(tmp_path) ->
         assert "secret" not in backends["rabbitmq"]["url"] and "***" in backends["rabbitmq"]["url"]
         log = next(tmp_path.glob("queuewatch-*.log")).read_text()
         assert "secret" not in log
+        # The first lines say what it watches, where its own store is, whether a login is needed, and the URL to open.
+        port = base.rsplit(":", 1)[1]
+        assert f"queuewatch: open http://127.0.0.1:{port}/" in log
+        assert f"watching redis redis: redis://127.0.0.1:{closed}/0" in log
+        assert "watching rabbitmq rabbitmq: amqp://guest:***@127.0.0.1:" in log
+        assert f"own store (settings, history, audit): {tmp_path / 'state.sqlite3'}" in log
+        assert "login: none needed (no users configured; loopback only)" in log
 
 
 def test_every_flag_is_also_an_environment_variable(tmp_path, r, redis_url) -> None:

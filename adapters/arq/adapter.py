@@ -145,7 +145,7 @@ class ArqAdapter(Adapter):
             report = parse_health(raw if isinstance(raw, bytes) else None, pttl if isinstance(pttl, int) else None)
             self._remember(name, report, now)
             failed, estimated = self.index.count(name)
-            alive = report is not None and not report.stale
+            liveness = report.liveness if report is not None else "dead"
             notes = []
             if isinstance(counts, Exception):  # a key of that name that is not a zset, say
                 notes.append(f"The queue's counts could not be read: {counts}")
@@ -171,7 +171,8 @@ class ArqAdapter(Adapter):
                     in_progress=running,
                     scheduled=_minus(total, ready),
                     failed=failed,
-                    workers=int(alive),
+                    workers=None if liveness == "unknown" else int(liveness == "alive"),
+                    workers_unknown=report.unknown_reason() if report is not None and liveness == "unknown" else None,
                     oldest_age_seconds=max(0.0, now - float(oldest) / 1000) if oldest is not None else None,
                     details=(("ready", ready), ("deferred", _minus(total, ready))) + report_details(report),
                     notes=tuple(notes),
@@ -196,8 +197,10 @@ class ArqAdapter(Adapter):
         workers = []
         for queue, (report, seen) in reports:
             gone = seen < now  # this read found no report for the queue
-            alive = not gone and not report.stale
-            state = "dead" if gone else "stale" if report.stale else "busy" if report.ongoing else "idle"
+            liveness = "dead" if gone else report.liveness
+            alive = liveness == "alive"
+            state = ("dead" if gone else "stale" if report.stale else "unknown" if liveness == "unknown"
+                     else "busy" if report.ongoing else "idle")  # fmt: skip
             workers.append(
                 Worker(
                     backend=self.backend,
@@ -212,6 +215,7 @@ class ArqAdapter(Adapter):
                     current_job=None,
                     successful_jobs=report.complete,
                     failed_jobs=report.failed,
+                    details=(("liveness", report.unknown_reason()),) if liveness == "unknown" else (),
                 )
             )
         return workers

@@ -205,6 +205,9 @@ _HEALTH = re.compile(
 )
 _MONTHS = {m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), start=1)}
 _SKEW = timedelta(minutes=2)  # clocks a little apart are not a different time zone
+# A report younger than this is evidence a worker is alive; an older one (arq's default
+# interval is an hour) says nothing either way: the worker may have died since.
+LIVE_EVIDENCE_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -245,6 +248,32 @@ class HealthReport:
     def stale(self) -> bool:
         """Older than its interval: the key is in its last second, the worker missed its write."""
         return self.remaining_ms is not None and self.remaining_ms < 1000
+
+    @property
+    def liveness(self) -> str:
+        """"alive" (a report younger than LIVE_EVIDENCE_SECONDS), "dead" (it missed its own
+        interval) or "unknown" (older, or written at a time that cannot be placed)."""
+        if self.stale:
+            return "dead"
+        age = self.age_seconds
+        return "alive" if age is not None and age <= LIVE_EVIDENCE_SECONDS else "unknown"
+
+    def unknown_reason(self) -> str:
+        """Why liveness is unknown, and how to know: for the queue page, the alerts and the workers page."""
+        age, interval = self.age_seconds, self.interval_seconds
+        when = f"last report {_words(age)} ago" if age is not None else "last report at a time that cannot be placed here"
+        every = f"every {_words(interval)}" if interval is not None else "every health_check_interval"
+        return (f"Workers unknown: {when}; arq reports {every}, so a worker may have died since. "
+                f"Set health_check_interval to 30-60 s in the worker's settings for real liveness.")
+
+
+def _words(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def parse_health(raw: bytes | None, pttl: int | None, now: datetime | None = None) -> HealthReport | None:
@@ -301,4 +330,6 @@ def report_notes(report: HealthReport | None) -> list[str]:
              "report, so it is the latest one's, and workers is 1 when at least one is alive."]  # fmt: skip
     if report.stale:
         notes.append("The worker report is stale: older than its interval, so no worker has written it in time.")
+    elif report.liveness == "unknown":
+        notes.append(report.unknown_reason())
     return notes

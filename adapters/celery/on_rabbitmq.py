@@ -201,7 +201,7 @@ class CeleryRabbitAdapter(CeleryAdapterBase):
                 in_progress=in_progress, scheduled=scheduled, failed=failed,
                 workers=count[1] if count else self._consumers(name, workers), oldest_age_seconds=None,
                 details=tuple(details), links=tuple(links), notes=tuple(notes + held_notes),
-                partial=not self.index.complete,
+                partial=not self.index.complete, dead_letters_of=tuple(sorted(topo.sources.get(name, ()))),
             ))  # fmt: skip
         return stats
 

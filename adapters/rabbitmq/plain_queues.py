@@ -195,7 +195,10 @@ class AMQPAdapter(Adapter):
             stats.append(QueueStats(
                 backend=self.backend, system=self.system, name=name,
                 depth=count[0], in_progress=info.unacked if info else None, scheduled=None,
-                failed=dead[0] if dead and topo.dedicated(dlq or "") else None, workers=count[1],
+                # A dead-letter queue's messages are its dead letters; a source's are those of its own DLQ.
+                failed=count[0] if name in topo.dlqs else dead[0] if dead and topo.dedicated(dlq or "") else None,
+                workers=count[1], failed_in=dlq if dead and topo.dedicated(dlq or "") else None,
+                dead_letters_of=tuple(sorted(topo.sources.get(name, ()))) if name in topo.dlqs else (),
                 oldest_age_seconds=None,
                 details=(*details, *rate_details(info)),
                 links=(*(("dead letters", d) for d in sorted(topo.dead_letters.get(name, ()))),

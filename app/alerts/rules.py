@@ -187,6 +187,12 @@ class Alert:
     started: int | None = None  # when it fired
     clearing_since: int | None = None  # firing, but at or past the clear level since then
     born: int = 0  # when this alert was first evaluated: with seq, unique over time
+    unknown: str | None = None  # why its reading is unknown now, where that deserves a warning (an Arq report too old)
+
+    @property
+    def resolving(self) -> bool:
+        """Firing, but back within its clear level: held for ``for_seconds`` before it resolves."""
+        return self.state == FIRING and self.clearing_since is not None
 
     @property
     def next_id(self) -> str:
@@ -284,6 +290,7 @@ class Reading:
     failed: int | None
     backend_up: bool = True
     partial: bool = False  # the failed count is still being learned (after a restart): nothing in it is new
+    workers_unknown: str | None = None  # why workers is None where the system usually knows
 
 @dataclass
 class FailureWindow:
@@ -339,7 +346,9 @@ def evaluate(rules: Iterable[Rule], readings: Iterable[Reading], alerts: Mapping
             if before is None:
                 before = Alert(reading.backend, reading.system, reading.queue, condition.name, rule.key, threshold=threshold,
                                since=now, born=now)  # fmt: skip
-            alert, changes = step(replace(before, rule=rule.key), condition, values[condition.reading], threshold,
+            value = values[condition.reading]
+            unknown = reading.workers_unknown if condition.reading == "workers" and value is None else None
+            alert, changes = step(replace(before, rule=rule.key, unknown=unknown), condition, value, threshold,
                                   int(rule.for_seconds * 1000), now)  # fmt: skip
             current[key] = alert
             moves += changes

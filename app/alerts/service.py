@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from flask import Flask
@@ -25,7 +25,10 @@ from queuewatch.snapshots.monitor import Snapshot
 from queuewatch.snapshots.sampler import Sampler
 from queuewatch.views.jinja import ago, isotime
 
+from . import display
+from . import marks as marking
 from . import rules as alerts
+from .marks import Mark
 from .rules import FIRING, Alert, Rule, Transition
 from .webhooks import DeliveryError, Notifier, Webhook, parse_webhook
 
@@ -115,6 +118,47 @@ class AlertService:
     def history(self, limit: int = HISTORY_KEEP) -> list[dict[str, Any]]:
         return [json.loads(text) for text in self.store.alert_history(limit)]
 
+    # -- acknowledge and silence ---------------------------------------------------------
+
+    def marks(self) -> dict[str, Mark]:
+        return marking.load(self.store.get(marking.MARKS_SETTING))
+
+    def find(self, backend: str, system: str, queue: str, condition: str) -> Alert | None:
+        key = alerts.alert_key(backend, system, queue, condition)
+        text = self.store.alert_states().get(key)
+        return alerts.alert_from_json(text) if text else None
+
+    def acknowledge(self, alert: Alert, who: str) -> Mark:
+        """Raises ValueError unless it is firing. Every viewer sees it; webhooks are told."""
+        now = int(time.time() * 1000)
+        marks = marking.acknowledge(self.marks(), alert, who, now)
+        self.store.put(marking.MARKS_SETTING, marking.dump(marks))
+        self._tell(alert, "acknowledged", f"👀 queuewatch {who} acknowledged {self._where(alert)}", now)
+        return marks[alert.key]
+
+    def silence(self, alert: Alert, who: str, seconds: float) -> Mark:
+        """Silence its notifications for ``seconds`` (0 lifts the silence). Raises ValueError."""
+        now = int(time.time() * 1000)
+        marks = marking.silence(self.marks(), alert.key, who, seconds, now)
+        self.store.put(marking.MARKS_SETTING, marking.dump(marks))
+        if seconds:
+            text = f"🔕 queuewatch {who} silenced {self._where(alert)} for {ago_words(seconds)}"
+        else:
+            text = f"🔔 queuewatch {who} lifted the silence of {self._where(alert)}"
+        self._tell(alert, "silenced" if seconds else "unsilenced", text, now)
+        return marks[alert.key]
+
+    @staticmethod
+    def _where(alert: Alert) -> str:
+        return f"{alert.backend}/{alert.system}/{alert.queue} ({alerts.CONDITIONS[alert.condition].label})"
+
+    def _tell(self, alert: Alert, event: str, text: str, now: int) -> None:
+        targets = self.targets()
+        if targets:
+            mark = self.marks().get(alert.key)
+            self.notifier.send(targets, {"id": f"{alert.key}#{event}.{now}", "event": event, "text": text,
+                                         "alert": alert_json(alert, mark, now), "at": when(now)})  # fmt: skip
+
     # -- evaluation (the lease holder) -------------------------------------------------
 
     def evaluate(self, snapshot: Snapshot, now: int | None = None) -> list[Transition]:
@@ -124,7 +168,8 @@ class AlertService:
         before = {key: alerts.alert_from_json(text) for key, text in stored.items()}
         up = {b.name: b.status == "up" for b in snapshot.backends}
         readings = [alerts.Reading(q.backend, q.system, q.name, q.depth, q.oldest_age_seconds, q.workers, q.failed,
-                                   up.get(q.backend, True), q.partial) for q in snapshot.queues]  # fmt: skip
+                                   up.get(q.backend, True), q.partial, q.workers_unknown)
+                    for q in snapshot.queues]  # fmt: skip
         readings += [alerts.Reading(name, "", "", None, None, None, None, False) for name, ok in up.items() if not ok]
         after, moves = alerts.evaluate(self.rules(), readings, before, now, self.failures)
         changed = {key: json.dumps(a.to_json()) for key, a in after.items()}
@@ -133,12 +178,16 @@ class AlertService:
         for alert in after.values():
             if alert.state == FIRING and alert.started is not None and before.get(alert.key, alert).peak != alert.peak:
                 self._record(alert, None)
+        marks = self.marks() if any(m.notifies for m in moves) else {}
         for move in moves:
             if move.kind == "firing":
                 self._record(move.alert, None)
             elif move.kind == "resolved":
                 self._record(move.alert, move.at)
-            if move.notifies:
+            silenced = marks.get(move.alert.key, Mark()).silenced(move.at)
+            if move.notifies and silenced:
+                log.info("alert %s (silenced, not sent): %s", move.kind, alerts.describe(move))
+            elif move.notifies:
                 self._notify(move)
         return moves
 
@@ -172,11 +221,19 @@ def message(move: Transition) -> dict[str, Any]:
     }
 
 
-def alert_json(a: Alert) -> dict[str, Any]:
-    """An alert in API v1 (DESIGN.md), with the rule's condition, peak and start."""
+def ago_words(seconds: float) -> str:
+    return ago(datetime.now(timezone.utc) - timedelta(seconds=seconds)).removesuffix(" ago")
+
+
+def alert_json(a: Alert, mark: Mark | None = None, now: int | None = None) -> dict[str, Any]:
+    """An alert in API v1 (DESIGN.md), with the rule's condition, peak and start; "resolving"
+    while a firing alert is back within its clear level; "unknown" why its reading is unknown;
+    who acknowledged or silenced it."""
+    now = int(time.time() * 1000) if now is None else now
     return {"backend": a.backend, "system": a.system, "queue": a.queue, "rule": a.condition, "state": a.state,
             "value": a.value, "threshold": a.threshold, "since": when(a.since), "peak": a.peak,
-            "started": when(a.started) if a.state == FIRING else None}  # fmt: skip
+            "started": when(a.started) if a.state == FIRING else None, "resolving": a.resolving,
+            "unknown": a.unknown} | marking.mark_json(mark, a, now, when)  # fmt: skip
 
 
 def init_app(app: Flask, sampler: Sampler) -> AlertService:
@@ -192,7 +249,7 @@ def init_app(app: Flask, sampler: Sampler) -> AlertService:
             service.evaluate(snapshot)
 
     sampler.on_snapshot(on_snapshot)
-    _template_helpers(app, service)
+    display.init_app(app, service)
     return service
 
 
@@ -204,32 +261,3 @@ def own_addresses(app: Flask) -> list[tuple[str, int]]:
         return []
     names = [host.strip("[]") or "0.0.0.0", "localhost", *config.split_specs(app.config.get("ALLOWED_HOSTS"))]
     return [(name, int(port)) for name in names]
-
-
-def _template_helpers(app: Flask, service: AlertService) -> None:
-    """What the banner, the queue page's rule form and the alerts page read."""
-
-    def firing_alerts() -> list[Alert]:
-        try:
-            return service.firing()
-        except Exception as exc:  # the state store is down: pages still render, without the banner
-            log.debug("no alert banner: %s", exc)
-            return []
-
-    def alerts_for_queue(backend: str, system: str, queue: str) -> list[Alert]:
-        return [a for a in service.alerts() if (a.backend, a.system, a.queue) == (backend, system, queue)]
-
-    def alert_label(a: Alert) -> str:
-        condition = alerts.CONDITIONS[a.condition]
-        value = "—" if a.value is None else f"{a.value:,.6g}"
-        return f"{condition.label} {value} {'>' if condition.above else '<'} {a.threshold:,.6g}"
-
-    def number_g(value: float | None) -> str:
-        return "—" if value is None else f"{value:,.6g}"
-
-    def ms_ago(ms: int | None) -> str:
-        return ago(datetime.fromtimestamp(ms / 1000, timezone.utc)) if ms else "—"
-
-    app.jinja_env.globals.update(firing_alerts=firing_alerts, alerts_for_queue=alerts_for_queue, alert_label=alert_label,
-                                 alert_rule=service.rule, alert_rule_for=service.rule_for)  # fmt: skip
-    app.jinja_env.filters.update(number_g=number_g, ms_ago=ms_ago)

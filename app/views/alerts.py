@@ -4,9 +4,12 @@ forms, and API v1's ``/alerts`` routes (DESIGN.md; webhook routes sit under
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, flash, jsonify, redirect, render_template, request, url_for
+import time
+
+from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect, render_template, request, url_for
 
 from queuewatch.alerts import rules as alerts
+from queuewatch.alerts.rules import Alert
 from queuewatch.alerts.service import AlertService, alert_json
 from queuewatch.alerts.webhooks import parse_webhook
 from queuewatch.security import audit
@@ -41,6 +44,28 @@ def service() -> AlertService:
     return current_app.extensions["queuewatch.alerts"]
 
 
+def who() -> str:
+    """Who acknowledges or silences: the user or token, else the address of an open dashboard's viewer."""
+    principal = g.get("principal")
+    if principal is not None and principal.name != "anonymous":
+        return principal.name
+    return f"someone at {request.remote_addr}"
+
+
+SILENCES = (("15 min", 900), ("1 h", 3600), ("4 h", 14400), ("24 h", 86400))
+
+
+def _alert(backend: str, system: str, queue: str, condition: str) -> Alert:
+    found = service().find(backend, system, queue, condition) if condition in alerts.CONDITIONS else None
+    if found is None:
+        raise NotFoundAlert(f"no alert {condition} on {backend}/{system}/{queue}")
+    return found
+
+
+class NotFoundAlert(LookupError):
+    pass
+
+
 def parse_rule(backend: str, system: str, queue: str, body: dict) -> alerts.Rule:
     try:
         return alerts.parse_rule(backend, system, queue, body)
@@ -72,6 +97,34 @@ def alerts_page() -> Response:
 def banner() -> str:
     """The firing alerts, for the banner on every page (refreshes itself)."""
     return render_template("partials/alert_banner.html", firing=service().firing())
+
+
+@bp.post("/alerts/acknowledge")
+def acknowledge() -> Response:
+    """Acknowledge a firing alert (who and when, shown to every viewer, sent to webhooks)."""
+    fields = [request.form.get(n, "") for n in ("backend", "system", "queue", "condition")]
+    try:
+        service().acknowledge(_alert(*fields), who())
+    except (NotFoundAlert, ValueError) as exc:
+        flash(f"Not acknowledged: {exc}.", "error")
+    else:
+        flash(f"Acknowledged {fields[2]} ({alerts.CONDITIONS[fields[3]].label}).", "success")
+    return redirect(_back(url_for("alerts.alerts_page")), code=303)
+
+
+@bp.post("/alerts/silence")
+def silence() -> Response:
+    """Silence an alert's notifications for a while (0 lifts it)."""
+    fields = [request.form.get(n, "") for n in ("backend", "system", "queue", "condition")]
+    raw = request.form.get("seconds", "")
+    try:
+        seconds = float(raw) if raw.replace(".", "", 1).isdigit() else -1
+        service().silence(_alert(*fields), who(), seconds)
+    except (NotFoundAlert, ValueError) as exc:
+        flash(f"Not silenced: {exc}.", "error")
+    else:
+        flash(f"Silenced {fields[2]} for {duration(seconds)}." if seconds else f"Lifted the silence of {fields[2]}.", "success")
+    return redirect(_back(url_for("alerts.alerts_page")), code=303)
 
 
 @bp.post("/queues" + QUEUE + "/alert-rule")
@@ -147,8 +200,39 @@ def test_webhooks() -> Response:
 
 @api.get("")
 def list_alerts() -> Response:
-    """Every alert's current state (one per queue and rule condition)."""
-    return jsonify({"alerts": [alert_json(a) for a in service().alerts()]})
+    """Every alert's current state (one per queue and rule condition), with who acknowledged or silenced it."""
+    s, now = service(), int(time.time() * 1000)
+    marks = s.marks()
+    return jsonify({"alerts": [alert_json(a, marks.get(a.key), now) for a in s.alerts()]})
+
+
+@api.post(QUEUE + "/<condition>/acknowledge")
+def api_acknowledge(backend: str, system: str, queue: str, condition: str) -> Response | tuple[Response, int]:
+    """Acknowledge a firing alert: 200 with the alert; 404 if there is none; 409 unless firing."""
+    try:
+        alert = _alert(backend, system, queue, condition)
+        mark = service().acknowledge(alert, who())
+    except NotFoundAlert as exc:
+        return json_error(404, "not_found", str(exc))
+    except ValueError as exc:
+        return json_error(409, "not_firing", str(exc))
+    return jsonify(alert_json(alert, mark))
+
+
+@api.post(QUEUE + "/<condition>/silence")
+def api_silence(backend: str, system: str, queue: str, condition: str) -> Response | tuple[Response, int]:
+    """Silence an alert's notifications: body {"seconds": 3600} (0 lifts it; at most 7 days)."""
+    seconds = json_body().get("seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise BadRequest('send {"seconds": N}: how long to silence it, 0 to lift the silence')
+    try:
+        alert = _alert(backend, system, queue, condition)
+        mark = service().silence(alert, who(), float(seconds))
+    except NotFoundAlert as exc:
+        return json_error(404, "not_found", str(exc))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    return jsonify(alert_json(alert, mark))
 
 
 @api.get("/history")

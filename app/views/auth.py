@@ -23,6 +23,11 @@ def login() -> Response | str | tuple[str, int]:
     """The login form; a correct name and password start a session."""
     state = auth()
     target = _next_url(request.values.get("next"))
+    if not state.credentials.users:
+        # Nobody to log in as: say what the dashboard is instead of "wrong password" to every guess.
+        open_mode = not state.required
+        return render_template("login.html", next=target, error=None, no_users=True, open_mode=open_mode,
+                               user_header=state.user_header), 200 if request.method == "GET" else 409  # fmt: skip
     if request.method == "GET":
         return render_template("login.html", next=target, error=None)
     name = request.form.get("username", "").strip()[:200]

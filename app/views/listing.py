@@ -21,8 +21,10 @@ SYSTEMS = SYSTEM_NAMES
 # state filter -> (label, test); "alerting" is answered from the alert service instead.
 QUEUE_STATES: dict[str, tuple[str, Callable[[QueueStats], bool]]] = {
     "failing": ("failing (failed > 0)", lambda q: bool(q.failed)),
-    "backlog": ("backlog (waiting > 0)", lambda q: bool(q.depth)),
-    "no-workers": ("waiting, no workers", lambda q: bool(q.depth) and q.workers == 0),
+    "backlog": ("backlog (waiting > 0)", lambda q: bool(q.depth) and not q.dead_letters_of),
+    # Workers unknown (an Arq report too old to be evidence) is listed too: nobody may be working it.
+    "no-workers": ("waiting, no workers", lambda q: bool(q.depth) and not q.dead_letters_of
+                   and (q.workers == 0 or (q.workers is None and q.workers_unknown is not None))),
     "alerting": ("alert firing", lambda q: False),
 }
 STATE_ALIASES = {"no workers": "no-workers", "no_workers": "no-workers", "noworkers": "no-workers"}
@@ -168,14 +170,42 @@ class QueueTotals:
 
 
 def queue_totals(queues: Iterable[QueueStats]) -> list[QueueTotals]:
-    """Per backend, over every queue: what the top of the overview says whatever page is shown."""
+    """Per backend, over every queue: what the top of the overview says whatever page is shown.
+    Each dead letter counts once, as failed: a dead-letter queue's messages are not waiting, and a
+    source whose failed count is its DLQ's messages is not counted again where that DLQ is a row."""
+    queues = list(queues)
+    rows = {(q.backend, q.system, q.name) for q in queues}
     sums: dict[str, list[int]] = {}
     for q in queues:
         row = sums.setdefault(q.backend, [0, 0, 0])
         row[0] += 1
-        row[1] += q.depth or 0
-        row[2] += q.failed or 0
+        if not q.dead_letters_of:
+            row[1] += q.depth or 0
+        if q.failed_in is None or (q.backend, q.system, q.failed_in) not in rows:
+            row[2] += q.failed or 0
     return [QueueTotals(backend, *row) for backend, row in sums.items()]
+
+
+@dataclass(frozen=True)
+class Attention:
+    """What the first screen of the overview points at: backends down, queues failing, backlogs nobody works."""
+
+    down: tuple[str, ...]
+    failing: tuple[QueueStats, ...]  # most failed first (at most ATTENTION_ROWS)
+    failing_count: int
+    unworked: tuple[QueueStats, ...]  # waiting with no (known) workers, deepest first
+    unworked_count: int
+
+
+ATTENTION_ROWS = 5
+
+
+def attention(backends: Iterable[Any], queues: Iterable[QueueStats]) -> Attention:
+    queues = list(queues)
+    failing = sorted((q for q in queues if q.failed), key=lambda q: -(q.failed or 0))
+    unworked = sorted((q for q in queues if QUEUE_STATES["no-workers"][1](q)), key=lambda q: -(q.depth or 0))
+    return Attention(tuple(b.name for b in backends if b.status != "up"), tuple(failing[:ATTENTION_ROWS]), len(failing),
+                     tuple(unworked[:ATTENTION_ROWS]), len(unworked))  # fmt: skip
 
 
 def alerting_queues() -> set[tuple[str, str, str]]:

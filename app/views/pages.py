@@ -32,6 +32,7 @@ def overview() -> Response:
     response = htmx.render(
         "overview.html", "partials/overview_body.html", snapshot=snapshot, listing=listing, query=listing.query,
         totals=listing_model.queue_totals(snapshot.queues),
+        attention=listing_model.attention(snapshot.backends, snapshot.queues),
         systems=listing_model.SYSTEMS, states=listing_model.QUEUE_STATES, sorts=listing_model.QUEUE_SORTS,
         per_page_choices=(50, listing_model.PER_PAGE, 200, listing_model.MAX_PER_PAGE),
     )  # fmt: skip
