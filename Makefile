@@ -6,16 +6,26 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 RQ1    := .venv-rq1
+RQ3    := .venv-rq3
+# The RQ tests, run a second time against rq 3.0 (and redis-py 8) in $(RQ3).
+RQ_TESTS ?= tests/test_rq_adapter.py tests/test_rq_states.py tests/test_rq_periodic.py
 ARGS   ?=
 PYTEST_ARGS ?=
+# setuptools warns about every editable install (a banner of asterisks): said once here instead.
+QUIET_PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet
 
-.PHONY: run test services browser tools image demo constraints clean
+.PHONY: run test test-rq3 services browser tools image demo constraints clean
 
 run: $(VENV)/.installed-run services
 	$(BIN)/queuewatch serve $(ARGS)
 
-test: $(VENV)/.installed-test $(RQ1)/.installed services browser tools
+test: $(VENV)/.installed-test $(RQ1)/.installed $(RQ3)/.installed services browser tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(RQ3)/bin/python -m pytest $(RQ_TESTS)
+
+# Only the RQ tests, on rq 3.0.
+test-rq3: $(RQ1)/.installed $(RQ3)/.installed services
+	$(RQ3)/bin/python -m pytest $(RQ_TESTS)
 
 # Every job system at work on its own Redis (a private redis-server) and
 # RabbitMQ vhost, and the dashboard on them; Ctrl-C stops it all. The same
@@ -28,17 +38,25 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=69"
 
 $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e .
+	$(QUIET_PIP) -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(QUIET_PIP) -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
 # RQ 1.16 in its own environment: the tests use it to write 1.x-format data.
 $(RQ1)/.installed:
 	$(PYTHON) -m venv $(RQ1)
 	$(RQ1)/bin/pip install --quiet 'rq==1.16.2' 'redis>=5,<6'
+	touch $@
+
+# RQ 3.0 in its own environment with the dashboard and pytest: the RQ tests run there too
+# (rq 3.0 needs redis-py >= 5.0.1; this env gets the newest, so the dashboard is tested on
+# redis-py 8 as well). The main environment stays on rq 2.x (pyproject.toml).
+$(RQ3)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(RQ3)
+	PYTHONWARNINGS="ignore:Editable installation" $(RQ3)/bin/pip install --quiet 'rq==3.0.0' 'redis>=5.0.1,<9' 'pytest>=8.0' -e .
 	touch $@
 
 services:
@@ -76,4 +94,4 @@ constraints:
 	@git diff --stat -- deploy/constraints.txt scripts/demo/constraints.txt
 
 clean:
-	rm -rf $(VENV) $(RQ1) build *.egg-info
+	rm -rf $(VENV) $(RQ1) $(RQ3) build *.egg-info

@@ -37,3 +37,13 @@ def sleep(seconds):
     import time
 
     time.sleep(seconds)
+
+
+def block_until(path, timeout=60):
+    """Runs until the test creates ``path`` (or ``timeout`` seconds): a job the test can watch in progress."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return os.path.exists(path)

@@ -68,9 +68,7 @@ def test_a_job_requeued_through_the_page_is_run_by_a_real_worker(client, r, redi
     page = client.get(f"/queues/{q_path('page-q')}").get_data(as_text=True)
     assert f'value="{job_id}"' in page
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    answer = client.post(
-        f"/queues/{q_path('page-q')}/failed/requeue", data={"csrf_token": token, "ids": [job_id], "next": "/"}
-    )
+    answer = client.post(f"/queues/{q_path('page-q')}/failed/requeue", data={"csrf_token": token, "ids": [job_id], "next": "/"})
     assert answer.status_code == 303
     follow = client.get(answer.headers["Location"]).get_data(as_text=True)
     assert "Requeued 1 job." in follow
@@ -154,7 +152,7 @@ def test_ids_that_no_longer_exist_answer_404_or_not_found_never_500(client, r, r
 
 def test_html_in_job_arguments_errors_and_queue_names_is_escaped_on_every_page(client, r, redis_url) -> None:
     hostile_queue = '<script>alert("q")</script>'
-    hostile_arg = '<img src=x onerror=alert(1)>'
+    hostile_arg = "<img src=x onerror=alert(1)>"
     hostile_error = '"><b>bold</b><script>alert(2)</script>'
     q = rq.Queue(hostile_queue, connection=r)
     job = q.enqueue(rq_tasks.fail_with, hostile_error, description=hostile_arg)

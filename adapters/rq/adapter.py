@@ -1,17 +1,21 @@
-"""RQ (1.16 and 2.x) read and moved through its own Redis keys, never ``import rq``.
+"""RQ (1.16, 2.x and 3.0) read and moved through its own Redis keys, never ``import rq``.
 
-Keys: ``rq:queues`` (set of ``rq:queue:NAME``), the queue lists, the registries
-``rq:{wip,started,failed,finished,deferred,scheduled,canceled}:NAME`` (zsets
-scored by expiry time), job hashes ``rq:job:ID``, failure tracebacks in the
-``rq:results:ID`` stream (2.x) or the job's ``exc_info`` (1.x), and workers in
-``rq:workers`` → ``rq:worker:NAME`` hashes.
+Keys (``keys.Keys``, under rq 3.0's ``RQ_KEY_PREFIX``, ``rq`` by default): ``rq:queues``
+(set of ``rq:queue:NAME``), the queue lists, the registries
+``rq:{wip,started,scheduled,deferred,ready,failed,finished,canceled}:NAME`` (zsets),
+job hashes ``rq:job:ID``, failure tracebacks in the ``rq:results:ID`` stream (2.x, 3.0)
+or the job's ``exc_info`` (1.x), workers in ``rq:workers`` → ``rq:worker:NAME`` hashes
+(3.0: the runs in ``rq:worker:NAME:executions``), and rq 2.12/3.0's cron schedulers and
+job groups (``periodic``).
 
-Every count is O(1) and the overview costs a constant number of round trips;
-lists cost O(page). Moves run as Lua scripts, one chunk per call.
+Every count is O(1) and the overview costs a constant number of round trips; lists
+(``states``) cost O(page). Moves run as Lua scripts, one chunk per call, with
+``common.lua`` (rq's own steps: Job.delete, the 3.0 rate limiter) prepended.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,22 +23,32 @@ from typing import Any
 
 import redis
 
-from queuewatch.adapters.base import (ALL, ActionResult, Adapter, FailedJob, JobDetail, Page, QueueStats, Selection, Tally,
-                                      Worker, chunks, unique)  # fmt: skip
-from queuewatch.adapters.decoding import payload
-from queuewatch.adapters.decoding.payload import args_preview
-from queuewatch.adapters.decoding.tracebacks import clip, split_exception
+from queuewatch.adapters.base import (ALL, STATES, ActionResult, Adapter, FailedJob, Job, JobDetail, Option, Page, QueueStats,
+                                      Selection, Tally, Worker, chunks, unique)  # fmt: skip
 from queuewatch.adapters.errors import NotFound
 from queuewatch.adapters.redis_errors import redis_errors
 
-from .jobs import (DETAIL_DATA_LIMIT, EPOCH, JOB_PREFIX, LARGE_FIELDS, LIST_DECODE_LIMIT, MESSAGE_LIMIT, QUEUE_PREFIX,
-                   QUEUES_KEY, REGISTRIES, RESULTS_PREFIX, ROW_FIELDS, TRACEBACK_LIMIT, WORKERS_KEY, call_parts, failure_text,
-                   format_time, int_of, parse_time, text_of)  # fmt: skip
+from .detail import read_detail
+from .jobs import EPOCH, format_time, int_of, parse_time, split_member, text_of
+from .keys import REGISTRIES, Keys
+from .periodic import read_cron, read_groups
+from .rows import RowReader, failed_row
+from .states import StateLists
+from .values import CronSchedules, Groups
 
 CHUNK = 1000  # ids per Lua call: a few ms of Redis time each
 MAX_QUEUES = 10_000  # queues read per snapshot at most: discovery stays bounded whatever rq:queues holds
 MAX_WORKERS = 5_000
-_SCRIPTS = {name: Path(__file__).with_name(f"{name}.lua").read_text() for name in ("requeue", "delete", "purge")}
+_HERE = Path(__file__).parent
+_COMMON = (_HERE / "common.lua").read_text()
+_SCRIPTS = {name: (_COMMON if name != "purge" else "") + (_HERE / f"{name}.lua").read_text()
+            for name in ("requeue", "delete", "purge", "delete_jobs", "enqueue_now")}  # fmt: skip
+# Ids per delete_jobs call: a waiting job leaves its queue by LREM, as in rq, which costs its
+# position in the list (about 35 ms at the tail of a queue of 1,000,000): ten at most keep
+# one call well under a second. enqueue_now only touches registries (O(log N) each).
+LIVE_CHUNK = {"delete_jobs": 10, "enqueue_now": CHUNK}
+GROUPS_PAGE = 100  # groups per call at most
+GROUP_JOBS = 100  # jobs read per group at most
 
 
 class RQAdapter(Adapter):
@@ -42,17 +56,23 @@ class RQAdapter(Adapter):
 
     system = "rq"
     label = "RQ"
+    # rq 3.0's RQ_KEY_PREFIX, for deployments that set it (1.16 and 2.x always use "rq").
+    options = (Option("RQ_KEY_PREFIX", "prefix"),)
 
-    def __init__(self, *, backend: str, client: redis.Redis) -> None:
+    def __init__(self, *, backend: str, client: redis.Redis, prefix: str = "rq") -> None:
         super().__init__(backend=backend)
         self.client = client
+        self.keys = Keys(prefix)
+        self._rows = RowReader(client, self.keys)
+        self._states = StateLists(client, self.keys, self._rows)
         self._scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
         self._capped: dict[str, tuple[int, int]] = {}  # "queues"/"workers" -> (members, shown) when over the cap
 
     @classmethod
-    def detect(cls, client: redis.Redis) -> bool:
+    def detect(cls, client: redis.Redis, prefix: str = "rq") -> bool:
         """RQ is here if it has registered a queue or a worker."""
-        return bool(client.exists(QUEUES_KEY, WORKERS_KEY))
+        keys = Keys(prefix)
+        return bool(client.exists(keys.queues, keys.workers))
 
     # -- reads -------------------------------------------------------------
 
@@ -65,9 +85,9 @@ class RQAdapter(Adapter):
     def overview(self) -> tuple[list[QueueStats], list[Worker]]:
         """Queues and workers in four round trips, however many there are (up to the caps)."""
         with redis_errors():
-            queue_keys = self._members(QUEUES_KEY, MAX_QUEUES, "queues")
-            workers = self._read_workers(sorted(self._members(WORKERS_KEY, MAX_WORKERS, "workers")))
-            names = {key.decode("utf-8", "replace").removeprefix(QUEUE_PREFIX) for key in queue_keys}
+            queue_keys = self._members(self.keys.queues, MAX_QUEUES, "queues")
+            workers = self._read_workers(sorted(self._members(self.keys.workers, MAX_WORKERS, "workers")))
+            names = {key.decode("utf-8", "replace").removeprefix(self.keys.queue_prefix) for key in queue_keys}
             names.update(q for w in workers for q in w.queues)
             stats = self._read_queues(sorted(names)[: MAX_QUEUES + MAX_WORKERS], workers)
         return stats, workers
@@ -95,13 +115,13 @@ class RQAdapter(Adapter):
         return tuple(f"RQ's {key.decode()} holds {size:,} {what}: the first {shown:,} found are shown, {size - shown:,} are "
                      f"not (far more than any real deployment: leftovers, or a client writing there by mistake)."
                      for what, (size, shown) in sorted(self._capped.items())
-                     for key in [QUEUES_KEY if what == "queues" else WORKERS_KEY])  # fmt: skip
+                     for key in [self.keys.queues if what == "queues" else self.keys.workers])  # fmt: skip
 
     def queue(self, name: str) -> QueueStats:
         with redis_errors():
-            workers = self._read_workers(sorted(self.client.smembers(WORKERS_KEY)))
+            workers = self._read_workers(sorted(self.client.smembers(self.keys.workers)))
             stats = self._read_queues([name], workers)[0]
-            known = self.client.sismember(QUEUES_KEY, QUEUE_PREFIX + name)
+            known = self.client.sismember(self.keys.queues, self.keys.queue(name))
         counts = [stats.depth, stats.in_progress, stats.scheduled, stats.failed, stats.workers]
         if not known and not any(counts + [value for _, value in stats.details]):
             raise NotFound(f"no RQ queue named {name!r}")
@@ -110,24 +130,21 @@ class RQAdapter(Adapter):
     def _read_queues(self, names: list[str], workers: list[Worker]) -> list[QueueStats]:
         with self.client.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.llen(QUEUE_PREFIX + name)
-                pipe.llen(f"{QUEUE_PREFIX}{name}:intermediate")
-                pipe.lindex(QUEUE_PREFIX + name, 0)
+                pipe.llen(self.keys.queue(name))
+                pipe.llen(self.keys.intermediate(name))
+                pipe.lindex(self.keys.queue(name), 0)
                 for registry in REGISTRIES:
-                    pipe.zcard(f"rq:{registry}:{name}")
+                    pipe.zcard(self.keys.registry(registry, name))
             replies = pipe.execute(raise_on_error=False)
         width = 3 + len(REGISTRIES)
-        rows = [
-            [None if isinstance(r, Exception) else r for r in replies[i * width : (i + 1) * width]]
-            for i in range(len(names))
-        ]
+        rows = [[None if isinstance(r, Exception) else r for r in replies[i * width : (i + 1) * width]] for i in range(len(names))]
         # Age of the oldest waiting job: the enqueued_at of each queue's head.
         heads = [(i, row[2]) for i, row in enumerate(rows) if row[2]]
         enqueued: list[Any] = [None] * len(names)
         if heads:
             with self.client.pipeline(transaction=False) as pipe:
                 for _, job_id in heads:
-                    pipe.hget(JOB_PREFIX + job_id.decode("utf-8", "replace"), "enqueued_at")
+                    pipe.hget(self.keys.job(job_id.decode("utf-8", "replace")), "enqueued_at")
                 for (i, _), value in zip(heads, pipe.execute(raise_on_error=False)):
                     enqueued[i] = value
         now = datetime.now(timezone.utc)
@@ -144,13 +161,14 @@ class RQAdapter(Adapter):
                     name=name,
                     depth=depth,
                     in_progress=in_progress,
-                    scheduled=_sum(reg["scheduled"], reg["deferred"]),
+                    scheduled=_sum(reg["scheduled"], reg["deferred"], reg["ready"]),
                     failed=reg["failed"],
                     workers=sum(1 for w in workers if w.alive and name in w.queues),
                     oldest_age_seconds=max(0.0, (now - when).total_seconds()) if when else None,
                     details=(
                         ("scheduled", reg["scheduled"]),
                         ("deferred", reg["deferred"]),
+                        *((("ready to enqueue", reg["ready"]),) if reg["ready"] else ()),
                         ("finished", reg["finished"]),
                         ("canceled", reg["canceled"]),
                     ),
@@ -161,13 +179,15 @@ class RQAdapter(Adapter):
     def _read_workers(self, keys: list[bytes]) -> list[Worker]:
         if not keys:
             return []
+        names = [key.decode("utf-8", "replace").removeprefix(self.keys.worker_prefix) for key in keys]
         with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
+            for key, name in zip(keys, names):
                 pipe.hgetall(key)
-            hashes = pipe.execute(raise_on_error=False)
+                # rq 3.0 writes no current_job: the runs are in the worker's executions set.
+                pipe.srandmember(self.keys.worker_executions(name))
+            replies = pipe.execute(raise_on_error=False)
         workers = []
-        for key, fields in zip(keys, hashes):
-            name = key.decode("utf-8", "replace").removeprefix("rq:worker:")
+        for name, fields, running in zip(names, replies[0::2], replies[1::2]):
             if isinstance(fields, Exception):
                 fields = {}
             # A worker that died without cleaning up lingers in rq:workers after
@@ -185,7 +205,7 @@ class RQAdapter(Adapter):
                     state=(text_of(fields.get(b"state")) or "unknown") if alive else "dead",
                     alive=alive,
                     last_heartbeat=parse_time(fields.get(b"last_heartbeat")),
-                    current_job=text_of(fields.get(b"current_job")),
+                    current_job=text_of(fields.get(b"current_job")) or _running(running),
                     started_at=parse_time(fields.get(b"birth")),
                     # RQ writes a counter at its first increment: a live worker without one has done 0.
                     successful_jobs=int_of(fields.get(b"successful_job_count", b"0" if fields else None)),
@@ -197,17 +217,17 @@ class RQAdapter(Adapter):
 
     def failed(self, queue: str, limit: int, cursor: str | None = None) -> Page[FailedJob]:
         offset = _offset(cursor)
-        key = f"rq:failed:{queue}"
+        key = self.keys.registry("failed", queue)
         with redis_errors():
             with self.client.pipeline(transaction=False) as pipe:
                 pipe.zcard(key)
                 pipe.zrevrange(key, offset, offset + limit - 1, withscores=True)
                 total, scored = pipe.execute()
             ids = [i.decode("utf-8", "replace") for i, _ in scored]
-            rows = self._read_jobs(ids)
+            rows = self._rows.read(ids, results=3)
         # The registry's score is when RQ will drop the job (-1: never).
         jobs = [
-            replace(self._failed_row(job_id, fields, results), expires_at=_expiry(score))
+            replace(failed_row(job_id, fields, results), expires_at=_expiry(score))
             for job_id, (fields, results), (_, score) in zip(ids, rows, scored)
         ]
         # RQ scores the registry in whole seconds; order ties by the failure time it also keeps.
@@ -224,7 +244,7 @@ class RQAdapter(Adapter):
     def failed_ids(self, queue: str, limit: int, cursor: str | None = None) -> Page[str]:
         """Ids only: one ZREVRANGE, the cursors of ``failed``."""
         offset = _offset(cursor)
-        key = f"rq:failed:{queue}"
+        key = self.keys.registry("failed", queue)
         with redis_errors():
             with self.client.pipeline(transaction=False) as pipe:
                 pipe.zcard(key)
@@ -239,121 +259,86 @@ class RQAdapter(Adapter):
             offset=offset,
         )
 
-    def _read_jobs(self, ids: list[str]) -> list[tuple[dict[bytes, bytes], Any]]:
-        """Job hash fields and the newest results of every id: one round trip for the small
-        fields and the sizes of the large ones, one more for the large ones small enough to
-        show. A list row never reads a 50 MB ``data`` field."""
-        with self.client.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hmget(JOB_PREFIX + job_id, ROW_FIELDS)
-                for name in LARGE_FIELDS:
-                    pipe.hstrlen(JOB_PREFIX + job_id, name)
-                pipe.xrevrange(RESULTS_PREFIX + job_id, count=3)
-            replies = pipe.execute(raise_on_error=False)
-        step = 2 + len(LARGE_FIELDS)
-        rows: list[tuple[dict[bytes, bytes], Any]] = []
-        wanted: list[tuple[int, bytes]] = []
-        for i in range(len(ids)):
-            values, results = replies[step * i], replies[step * i + step - 1]
-            fields = {} if isinstance(values, Exception) else {k: v for k, v in zip(ROW_FIELDS, values) if v is not None}
-            for n, name in enumerate(LARGE_FIELDS):
-                size = replies[step * i + 1 + n]
-                if isinstance(size, int) and 0 < size <= LIST_DECODE_LIMIT:
-                    wanted.append((i, name))
-                elif isinstance(size, int) and size > LIST_DECODE_LIMIT:
-                    fields[b"size:" + name] = str(size).encode()
-            rows.append((fields, results))
-        if wanted:
-            with self.client.pipeline(transaction=False) as pipe:
-                for i, name in wanted:
-                    pipe.hget(JOB_PREFIX + ids[i], name)
-                for (i, name), value in zip(wanted, pipe.execute(raise_on_error=False)):
-                    if isinstance(value, bytes):
-                        rows[i][0][name] = value
-        return rows
-
-    def _failed_row(self, job_id: str, fields: dict[bytes, bytes], results: Any) -> FailedJob:
-        if not fields:
-            return FailedJob(job_id, None, "(job data has expired)", None, None, None, None)
-        too_large = fields.get(b"size:data")
-        decoded = payload.decode(fields.get(b"data"), max_bytes=LIST_DECODE_LIMIT)
-        function, args, kwargs = call_parts(decoded)
-        if too_large is not None:
-            function = text_of(fields.get(b"description"))
-            preview = f"({int(too_large):,} bytes of job data: open the job to see it)"
-        elif function is None:
-            function = text_of(fields.get(b"description"))
-            preview = decoded.error or ""
-        else:
-            preview = args_preview(args, kwargs)
-        error_type, error_message = split_exception(failure_text(results, fields.get(b"exc_info")))
-        retries = int_of(fields.get(b"number_of_retries"))
-        return FailedJob(
-            id=job_id,
-            function=function,
-            args_preview=preview,
-            error_type=error_type,
-            error_message=clip(error_message, MESSAGE_LIMIT),
-            failed_at=parse_time(fields.get(b"ended_at")),
-            attempts=(retries or 0) + 1,
-            started_at=parse_time(fields.get(b"started_at")),
-        )
-
     def job(self, queue: str, job_id: str) -> JobDetail:
+        """One job in any state, with its history and the runs going on now (``detail``)."""
         with redis_errors():
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.hkeys(JOB_PREFIX + job_id)
-                pipe.hstrlen(JOB_PREFIX + job_id, b"data")
-                pipe.xrevrange(RESULTS_PREFIX + job_id, count=10)
-                names, data_size, results = pipe.execute(raise_on_error=False)
-            if isinstance(names, Exception) or not names:
-                raise NotFound(f"RQ job {job_id!r} does not exist (any more)")
-            # Every field but a data field too large to decode (read as its size instead).
-            large = isinstance(data_size, int) and data_size > DETAIL_DATA_LIMIT
-            names = [n for n in names if not (large and n == b"data")]
-            fields = dict(zip(names, self.client.hmget(JOB_PREFIX + job_id, names)))
-            fields = {k: v for k, v in fields.items() if v is not None}
-        if large:
-            fields[b"size:data"] = str(data_size).encode()
-        if not fields:
-            raise NotFound(f"RQ job {job_id!r} does not exist (any more)")
-        origin = text_of(fields.get(b"origin"))
-        if origin is not None and origin != queue:
-            raise NotFound(f"RQ job {job_id!r} belongs to queue {origin!r}, not {queue!r}")
-        row = self._failed_row(job_id, fields, results)
-        if large:
-            decoded = payload.Decoded(None, "bytes", f"{data_size:,} bytes of job data: too large to decode here "
-                                      f"(at most {DETAIL_DATA_LIMIT // 1024 // 1024} MB)", data_size)  # fmt: skip
-        else:
-            decoded = payload.decode(fields.get(b"data"), max_bytes=DETAIL_DATA_LIMIT)
-        _, args, kwargs = call_parts(decoded)
-        shown = (b"timeout", b"result_ttl", b"failure_ttl", b"ttl", b"retries_left", b"created_at",
-                 b"description", b"group_id", b"dependency_ids", b"last_heartbeat")  # fmt: skip
-        details = tuple((k.decode(), clip(text_of(fields[k]), 2_000) or "") for k in shown if fields.get(k))
-        return JobDetail.of(
-            row,
-            queue=queue,
-            args=args,
-            kwargs=kwargs,
-            traceback=clip(failure_text(results, fields.get(b"exc_info")), TRACEBACK_LIMIT),
-            payload_encoding=decoded.encoding,
-            payload_error=decoded.error,
-            status=text_of(fields.get(b"status")),
-            enqueued_at=parse_time(fields.get(b"enqueued_at")),
-            worker=text_of(fields.get(b"worker_name")),
-            details=details,
-        )
+            return read_detail(self.client, self.keys, queue, job_id)
+
+    # -- jobs in every state -------------------------------------------------
+
+    def job_states(self, queue: str) -> dict[str, str | None]:
+        """RQ keeps a list of every state."""
+        return dict.fromkeys(STATES)
+
+    def jobs(self, queue: str, state: str, limit: int, cursor: str | None = None) -> Page[Job]:
+        """One page of ``state`` (``states``): waiting and scheduled next to run first, in
+        progress by start, finished, failed and canceled newest first."""
+        if state not in STATES:
+            raise NotFound(f"no state {state!r}: RQ's are {', '.join(STATES)}")
+        with redis_errors():
+            return self._states.page(queue, state, max(1, limit), _offset(cursor))  # type: ignore[return-value]
+
+    def find(self, job_id: str) -> list[tuple[str, str]]:
+        """The queue and state of a job id, from its hash: one HMGET, no SCAN."""
+        with redis_errors():
+            return self._states.find(job_id)
+
+    def delete_jobs(self, queue: str, ids: Sequence[str]) -> ActionResult:
+        """Delete waiting or scheduled (scheduled, deferred, ready) jobs as rq's Job.delete
+        leaves them (``delete_jobs.lua``); one that is running, finished or gone is not found."""
+        return self._live_move("delete_jobs", queue, ids)
+
+    def enqueue_now(self, queue: str, ids: Sequence[str]) -> ActionResult:
+        """Move scheduled or deferred jobs to the front of the queue, the first id at its head,
+        as rq's scheduler enqueues a job whose time has come (``enqueue_now.lua``)."""
+        return self._live_move("enqueue_now", queue, ids)
+
+    def _live_move(self, script: str, queue: str, ids: Sequence[str]) -> ActionResult:
+        keys = [self.keys.queue(queue), self.keys.registry("scheduled", queue), self.keys.registry("deferred", queue),
+                self.keys.registry("ready", queue)]  # fmt: skip
+        head = [self.keys.root, queue, format_time(datetime.now(timezone.utc))]
+        if script == "enqueue_now":
+            keys.append(self.keys.queues)
+            head.append(self.keys.queue(queue))
+        tally = Tally()
+        with tally.reporting(), redis_errors():
+            parts = list(chunks(unique(ids), LIVE_CHUNK[script]))
+            if script == "enqueue_now":
+                parts.reverse()  # each goes to the front: the last chunk first, so the first id ends at the head
+            for chunk in parts:
+                done, gone = self._scripts[script](keys=keys, args=[*head, *chunk])
+                tally.add(done, (_text(m) for m in gone))
+        return tally.result()
+
+    # -- rq 2.12 / 3.0: cron and groups ------------------------------------
+
+    def cron(self) -> CronSchedules:
+        """Every cron scheduler (``rq cron``) and cron job, with its last and next run and its
+        latest jobs; bounded (``periodic``)."""
+        with redis_errors():
+            return read_cron(self.client, self.keys)
+
+    def groups(self, limit: int = GROUPS_PAGE, jobs_per_group: int = GROUP_JOBS) -> Groups:
+        """Job groups by name, each with up to ``jobs_per_group`` jobs and where they are."""
+        with redis_errors():
+            return read_groups(self.client, self.keys, min(limit, GROUPS_PAGE), min(jobs_per_group, GROUP_JOBS))
+
+    def group(self, name: str, jobs_per_group: int = GROUP_JOBS) -> Groups:
+        """One job group (a page of one, or none)."""
+        with redis_errors():
+            return read_groups(self.client, self.keys, 1, min(jobs_per_group, GROUP_JOBS), only=name)
 
     # -- moves -------------------------------------------------------------
 
     def requeue(self, queue: str, ids: Selection) -> ActionResult:
-        keys = [f"rq:failed:{queue}", QUEUE_PREFIX + queue, QUEUES_KEY]
-        head = [JOB_PREFIX, format_time(datetime.now(timezone.utc)), QUEUE_PREFIX + queue]
+        keys = [self.keys.registry("failed", queue), self.keys.queue(queue), self.keys.queues]
+        head = [self.keys.root, format_time(datetime.now(timezone.utc)), self.keys.queue(queue)]
         return self._move(self._scripts["requeue"], keys, head, queue, ids)
 
     def delete(self, queue: str, ids: Selection) -> ActionResult:
-        keys = [f"rq:failed:{queue}"]
-        return self._move(self._scripts["delete"], keys, [JOB_PREFIX, RESULTS_PREFIX], queue, ids)
+        keys = [self.keys.registry("failed", queue)]
+        head = [self.keys.root, format_time(datetime.now(timezone.utc))]
+        return self._move(self._scripts["delete"], keys, head, queue, ids)
 
     def _move(self, script: Any, keys: list[Any], head: list[Any], queue: str, ids: Selection) -> ActionResult:
         """Run a requeue/delete script over ids, or over the whole registry, in chunks."""
@@ -378,12 +363,12 @@ class RQAdapter(Adapter):
         return tally.result()
 
     def purge(self, queue: str) -> ActionResult:
-        key = QUEUE_PREFIX + queue
+        key = self.keys.queue(queue)
         tally = Tally()
         with tally.reporting(), redis_errors():
             remaining = self.client.llen(key)  # jobs enqueued during the purge are kept
             while remaining > 0:
-                removed = self._scripts["purge"](keys=[key], args=[JOB_PREFIX, min(CHUNK, remaining)])
+                removed = self._scripts["purge"](keys=[key], args=[self.keys.job_prefix, min(CHUNK, remaining)])
                 if removed == 0:
                     break
                 tally.add(removed)
@@ -393,6 +378,11 @@ class RQAdapter(Adapter):
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _running(member: Any) -> str | None:
+    """The job id of a ``jobid:execid`` member of a worker's executions set (rq 3.0)."""
+    return split_member(member)[0] if isinstance(member, bytes) and member else None
 
 
 def _expiry(score: float) -> datetime | None:
