@@ -275,6 +275,15 @@ class Adapter(abc.ABC):
         """Move scheduled jobs to the front of waiting, now."""
         raise Unsupported(f"{self.label} cannot enqueue scheduled jobs now")
 
+    def revoke(self, queue: str, ids: Sequence[str]) -> ActionResult:
+        """Mark jobs by id so workers skip them when they reach them (Huey's ``revoke_by_id``):
+        they stay where they are, listed as canceled, until ``restore``."""
+        raise Unsupported(f"{self.label} cannot revoke jobs by id")
+
+    def restore(self, queue: str, ids: Sequence[str]) -> ActionResult:
+        """Undo ``revoke``: the jobs run again when reached. Ids not revoked are ``not_found``."""
+        raise Unsupported(f"{self.label} keeps no revoked jobs to restore")
+
     # -- control of live work (DESIGN.md) -------------------------------------------------
 
     def stop(self, queue: str, job_id: str) -> str | None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import redis
@@ -48,7 +49,8 @@ from queuewatch.adapters.redis_errors import redis_errors
 
 from .index import DEFAULT_QUEUE, HEALTH_SUFFIX, JOB_KEY_PREFIXES, RESULT_PREFIX, ArqFailure, ArqFailures
 from .jobs import job_record
-from .records import HealthReport, job_detail, parse_health, read_record, report_details, report_notes
+from .records import HealthReport, job_detail, ms_time, parse_health, read_record, report_details, report_notes
+from .states import ArqJobStates
 
 JOB_PREFIX = "arq:job:"
 IN_PROGRESS_PREFIX = "arq:in-progress:"
@@ -63,7 +65,7 @@ DEAD_WORKER_MEMORY = 3600.0  # seconds a worker whose report vanished is still s
 _SCRIPTS = {name: Path(__file__).with_name(f"{name}.lua").read_text() for name in ("counts", "purge")}
 
 
-class ArqAdapter(Adapter):
+class ArqAdapter(ArqJobStates, Adapter):
     """Arq on one Redis database."""
 
     system = "arq"
@@ -264,10 +266,15 @@ class ArqAdapter(Adapter):
                 raise NotFound(f"Arq job {job_id!r} belongs to queue {record.queue!r}, not {queue!r}")
             status = "unknown" if record.error else "failed" if record.failed else "complete"
             expires_at = expiry(pttl, time.time()) if isinstance(pttl, int) else None
-            return job_detail(job_id, queue, record, status, expires_at)
+            state = None if record.error else "failed" if record.failed else "finished"
+            return replace(job_detail(job_id, queue, record, status, expires_at), state=state,
+                           ended_at=ms_time(record.finished_ms))  # fmt: skip
         if isinstance(job, bytes) and score is not None and not isinstance(score, Exception):
             status = "in_progress" if running else "deferred" if score > time.time() * 1000 else "queued"
-            return job_detail(job_id, queue, read_record(job), status, None)
+            state = {"deferred": "scheduled", "queued": "waiting"}.get(status, status)
+            return replace(job_detail(job_id, queue, read_record(job), status, None), state=state,
+                           scheduled_for=ms_time(int(score)) if status == "deferred" else None,
+                           worker=f"arq worker on {queue}" if running else None)  # fmt: skip
         raise NotFound(f"Arq job {job_id!r} has no result or record (any more) in queue {queue!r}")
 
     # -- moves -----------------------------------------------------------------

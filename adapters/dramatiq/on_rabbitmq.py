@@ -27,6 +27,7 @@ from queuewatch.adapters.rabbitmq.dead_letters import WINDOW, DeadLetterQueue, R
 from queuewatch.adapters.rabbitmq.management import QueueInfo, consumer_connections, rate_details
 
 from . import messages as dramatiq
+from .rabbit_states import DramatiqRabbitJobStates
 
 if TYPE_CHECKING:
     from queuewatch.adapters.backends import RabbitBackend
@@ -61,7 +62,7 @@ def _message_id(delivery: Delivery) -> str:
     return dramatiq.message_id_of(delivery.body) or message_identity(delivery)
 
 
-class DramatiqRabbitAdapter(Adapter):
+class DramatiqRabbitAdapter(DramatiqRabbitJobStates, Adapter):
     """Dramatiq's RabbitMQ broker on one vhost."""
 
     walk_page = WINDOW  # every page of dead letters re-reads the window: walk it in one

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from queuewatch.adapters.redis_errors import redis_errors
 from . import messages as dramatiq
 from .discovery import MAX_QUEUES as MAX_DISCOVERED
 from .discovery import QueueDiscovery
+from .redis_states import DramatiqRedisJobStates
 
 CHUNK = 500  # messages per Lua call
 SCAN_KEYS = 20_000  # keys a snapshot's discovery SCAN may walk before answering
@@ -51,7 +53,7 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-class DramatiqRedisAdapter(Adapter):
+class DramatiqRedisAdapter(DramatiqRedisJobStates, Adapter):
     """Dramatiq's Redis broker on one Redis database."""
 
     system = "dramatiq"
@@ -207,8 +209,8 @@ class DramatiqRedisAdapter(Adapter):
     def job(self, queue: str, job_id: str) -> JobDetail:
         with redis_errors():
             rid = self._locate(queue, [job_id]).get(job_id)
-            if rid is None:
-                raise NotFound(f"no Dramatiq dead letter {job_id!r} in queue {queue!r}")
+            if rid is None:  # not a dead letter: waiting, delayed or fetched by a worker?
+                return self.live_job(queue, job_id)
             with self.client.pipeline(transaction=False) as pipe:
                 pipe.hget(self.key(queue, ".XQ.msgs"), rid)
                 pipe.zscore(self.key(queue, ".XQ"), rid)
@@ -216,8 +218,9 @@ class DramatiqRedisAdapter(Adapter):
         if body is None or score is None:
             raise NotFound(f"Dramatiq dead letter {job_id!r} of queue {queue!r} is gone")
         message = dramatiq.parse(body)
-        return dramatiq.detail(message, job_id=job_id, queue=queue, failed_at=dramatiq.ms_time(score),
-                               details=(("dead-letter key", f"{self.key(queue, '.XQ')} {rid}"),))  # fmt: skip
+        return replace(dramatiq.detail(message, job_id=job_id, queue=queue, failed_at=dramatiq.ms_time(score),
+                                       details=(("dead-letter key", f"{self.key(queue, '.XQ')} {rid}"),)),
+                       state="failed")  # fmt: skip
 
     # -- finding ids -------------------------------------------------------
 

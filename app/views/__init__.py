@@ -29,7 +29,7 @@ def recorder() -> Recorder:
 
 def init_app(app: Flask) -> None:
     """Template helpers, every blueprint, and the error answers."""
-    from . import alerts, api, audit, auth, errors, health, jinja, metrics, openapi, operations, pages, paths, triage
+    from . import alerts, api, audit, auth, errors, health, jinja, jobs, metrics, openapi, operations, pages, paths, triage
 
     app.url_map.converters["segment"] = paths.SegmentConverter
     app.wsgi_app = paths.RawSegments(app.wsgi_app)  # type: ignore[method-assign]
@@ -37,6 +37,8 @@ def init_app(app: Flask) -> None:
     for blueprint in (pages.bp, api.bp, health.bp, metrics.bp, auth.bp, audit.bp, openapi.bp, alerts.bp, alerts.api,
                       operations.bp, operations.api, triage.bp, triage.api):  # fmt: skip
         app.register_blueprint(blueprint)
+    app.register_blueprint(jobs.api, name="api.jobs")  # named into api.* and pages.*: the same roles
+    app.register_blueprint(jobs.bp, name="pages.jobs")
     errors.init_app(app)
 
     @app.before_request

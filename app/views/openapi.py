@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 
 from queuewatch.adapters.backends import BACKENDS, SYSTEM_NAMES
 
+from . import openapi_jobs
 from .listing import QUEUE_STATES
 
 bp = Blueprint("openapi", __name__)
@@ -144,6 +145,9 @@ DETAILS: dict[str, tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, 
     "operations_api.api_confirm": ([], _obj(("total",), total=INT), OPERATION),
     "operations_api.api_cancel": ([], None, OPERATION),
 }
+# The jobs-in-every-state routes are described beside their views (views/jobs.py).
+DETAILS |= openapi_jobs.PATHS
+SCHEMAS |= openapi_jobs.SCHEMAS
 
 ERRORS = {str(code): {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
           for code, text in ((400, "Bad request"), (401, "Not logged in / no valid bearer token"),
