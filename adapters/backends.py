@@ -50,6 +50,7 @@ SYSTEMS = (
     System("celery", redis="celery.on_redis:CeleryRedisAdapter", rabbitmq="celery.on_rabbitmq:CeleryRabbitAdapter"),
     System("dramatiq", redis="dramatiq.on_redis:DramatiqRedisAdapter", rabbitmq="dramatiq.on_rabbitmq:DramatiqRabbitAdapter"),
     System("arq", redis="arq.adapter:ArqAdapter"),
+    System("huey", redis="huey.adapter:HueyAdapter"),
     System("amqp", rabbitmq="rabbitmq.plain_queues:AMQPAdapter"),
 )
 SYSTEM_NAMES = tuple(system.name for system in SYSTEMS)

@@ -133,3 +133,93 @@ def test_the_api_returns_hostile_strings_as_json_strings(client, hostile_data) -
     assert {f"q{i}-{text}" for i, text in enumerate(HOSTILE)} <= names
     answer = client.get("/api/v1/queues")
     assert answer.mimetype == "application/json" and answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# -- Huey: pickles that would run code, bombs and huge values, in every Huey key -------
+
+HUEY_PWNED = "/tmp/queuewatch-huey-pwned"
+
+
+class _RunsCode:
+    """Pickles as GLOBAL os.system + REDUCE: unpickling it would create HUEY_PWNED."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        import os
+
+        return (os.system, (f"touch {HUEY_PWNED}",))
+
+
+def _huey_message(args_pickle: bytes, task_id: str) -> bytes:
+    """A Huey Message (protocol 2, GLOBAL + NEWOBJ) whose args are the given pickle fragment."""
+    text = lambda s: b"X" + len(s.encode()).to_bytes(4, "little") + s.encode()  # noqa: E731
+    return (b"\x80\x02chuey.registry\nMessage\n(" + text(task_id) + text("huey_tasks.<script>alert(1)</script>")
+            + b"NNNN" + args_pickle + b"}NNNNt\x81.")  # fmt: skip
+
+
+def _memo_bomb(levels: int = 200) -> bytes:
+    """Lists that each hold the previous one twice: 2**levels elements once expanded."""
+    out = b"]q\x00"
+    for i in range(1, levels):
+        out += b"(h" + bytes([i - 1]) + b"h" + bytes([i - 1]) + b"lq" + bytes([i])
+    return out
+
+
+@pytest.fixture
+def huey_hostile(r) -> None:
+    """A Huey instance whose queue, schedule and result store hold hostile payloads."""
+    import gzip
+    import os
+    import pickle
+
+    import huey.registry
+    import huey.utils
+
+    if os.path.exists(HUEY_PWNED):
+        os.remove(HUEY_PWNED)
+    runs_code = pickle.dumps(_RunsCode(), 2)[2:-1]  # the GLOBAL os.system … REDUCE fragment
+    huge = pickle.dumps(huey.registry.Message("huge", "huey_tasks.add", None, 0, 0, None, ("<script>" * 200_000,), {},
+                                              None, None, None, None), 5)  # fmt: skip
+    members = [
+        _huey_message(b"(" + runs_code + b"t", "reduce-args"),
+        pickle.dumps(_RunsCode(), 5),  # a bare REDUCE, no message at all
+        _huey_message(b"(" + _memo_bomb() + b"t", "memo-bomb"),
+        gzip.compress(b"\x80\x05" + b"(" * 50_000_000, 9),  # a gzip bomb: 50 MB of MARKs
+        huge,
+        BAD_BYTES,
+    ]
+    r.lpush("huey.redis.hostile", *members)
+    r.zadd("huey.schedule.hostile", {m: 1e10 + n for n, m in enumerate(members)})
+    error = lambda **meta: pickle.dumps(huey.utils.Error({"error": "x", "retries": 0, "traceback": "", "task_id": "t"} | meta), 5)  # noqa: E731
+    r.hset("huey.results.hostile", mapping={
+        "err-reduce": error(error=_RunsCode()),
+        "err-big": error(error="<script>alert(1)</script>", traceback="Traceback (most recent call last):\n" + MEGABYTE + "\nValueError: <img src=x onerror=alert(1)>"),
+        "err-gzip-bomb": gzip.compress(error(traceback="a" * 60_000_000), 9),
+        "err-memo": b"\x80\x02chuey.utils\nError\n(}X\x05\x00\x00\x00error" + _memo_bomb() + b"st\x81.",
+        "r:revoked-<b>": b"\x80\x02" + runs_code + b".",
+        "not-error": BAD_BYTES,
+    })  # fmt: skip
+
+
+def test_hostile_huey_payloads_are_shown_as_data_and_never_run(client, huey_hostile) -> None:
+    import os
+    import time
+
+    started = time.monotonic()
+    client.get("/api/v1/queues")  # the backend's probe finds Huey
+    assert client.application.extensions["queuewatch.monitor"].adapter("redis", "huey").settle()
+    path = "redis/huey/hostile"
+    urls = [f"/queues/{path}", f"/api/v1/queues/{path}", f"/api/v1/queues/{path}/failed"]
+    urls += [f"/api/v1/queues/{path}/jobs?state={s}" for s in ("waiting", "scheduled", "failed", "canceled")]
+    urls += [f"/api/v1/queues/{path}/jobs/{quote(i, safe='')}" for i in ("reduce-args", "memo-bomb", "huge", "err-big",
+                                                                        "err-reduce", "err-gzip-bomb", "err-memo")]  # fmt: skip
+    urls += [f"/queues/{path}/jobs/{quote(i, safe='')}" for i in ("reduce-args", "err-big", "err-gzip-bomb")]
+    for url in urls:
+        answer = client.get(url)
+        assert answer.status_code < 500, (url, answer.get_data(as_text=True)[:500])
+        assert len(answer.get_data()) < 2_000_000, url
+        if not url.startswith("/api/"):
+            assert markup_problems(answer.get_data(as_text=True)) == [], url
+    waiting = client.get(f"/api/v1/queues/{path}/jobs?state=waiting").get_json()
+    assert waiting["total"] == 6 and any(j["id"] == "reduce-args" for j in waiting["jobs"])
+    assert not os.path.exists(HUEY_PWNED)  # nothing was ever unpickled
+    assert time.monotonic() - started < 60
