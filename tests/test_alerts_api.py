@@ -199,8 +199,20 @@ def test_webhooks_are_stored_and_the_test_button_posts_to_each(app, client, rece
     answer = client.put("/api/v1/alerts/webhooks", json={"webhooks": [{"url": receiver.url + "/slack", "format": "slack"}]})
     assert answer.status_code == 200
     listed = client.get("/api/v1/alerts/webhooks").get_json()
-    assert listed == {"webhooks": [{"url": receiver.url + "/slack", "format": "slack"}],
-                      "configured": [{"url": receiver.url, "format": "json"}]}  # fmt: skip
+    origin = receiver.url.rsplit("/", 1)[0]  # http://127.0.0.1:PORT
+    [stored], [configured] = listed["webhooks"], listed["configured"]
+    assert stored["format"] == "slack" and stored["url"].startswith(origin + "/…#") and "slack" not in stored["url"]
+    assert configured["url"].startswith(origin + "/…#") and "hook" not in configured["url"]
+    # The path is the secret (Slack's token): never on the page or in the API; the shown form keeps the target.
+    page = client.get("/alerts").get_data(as_text=True)
+    assert "/slack" not in page and receiver.url not in page and stored["url"] in page
+    kept = client.put("/api/v1/alerts/webhooks", json={"webhooks": [stored]})
+    assert kept.status_code == 200 and kept.get_json()["webhooks"] == [stored]
+    assert app.extensions["queuewatch.alerts"].webhooks()[0].url == receiver.url + "/slack"
+    assert client.post("/alerts/webhooks", data={"csrf_token": csrf_token(client), "webhooks": f"slack={stored['url']}\n"}).status_code == 303
+    assert app.extensions["queuewatch.alerts"].webhooks()[0].url == receiver.url + "/slack"
+    gone = client.put("/api/v1/alerts/webhooks", json={"webhooks": [{"url": origin + "/…#000000"}]})
+    assert gone.status_code == 400 and "whole URL" in gone.get_json()["error"]["message"]
     assert client.put("/api/v1/alerts/webhooks", json={"webhooks": ["ftp://x"]}).status_code == 400
     results = client.post("/api/v1/alerts/webhooks/test", json={}).get_json()["results"]
     assert [r["ok"] for r in results] == [True, True]

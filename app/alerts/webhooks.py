@@ -18,6 +18,7 @@ would map what listens where.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import http.client
 import ipaddress
@@ -29,6 +30,7 @@ import ssl
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -51,8 +53,46 @@ class Webhook:
     url: str
     format: str = "json"  # "json" | "slack"
 
+    @property
+    def shown(self) -> str:
+        """The URL as pages, logs and the API show it: a webhook's path and query are its secret
+        (Slack's ``/services/T…/B…/token``), so only the origin shows, with a fingerprint that
+        tells two targets apart: ``https://hooks.slack.com/…#3f9a1c``."""
+        return shown_url(self.url)
+
     def to_json(self) -> dict[str, str]:
+        """Stored form: the whole URL (never served: the API answers ``shown_json``)."""
         return {"url": self.url, "format": self.format}
+
+    def shown_json(self) -> dict[str, str]:
+        return {"url": self.shown, "format": self.format}
+
+
+def shown_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    origin = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+    return f"{origin}/…#{hashlib.sha256(url.encode()).hexdigest()[:6]}"
+
+
+def keep_or_parse(value: Any, existing: Iterable[Webhook]) -> Webhook:
+    """A target from a form line or an API item; the shown form of a target already kept
+    (as the page and the API show it) keeps that target, so editing never needs the secret."""
+    if isinstance(value, dict):
+        shown, fmt = str(value.get("url") or "").strip(), str(value.get("format") or "").strip().lower()
+    elif isinstance(value, str):
+        fmt, sep, shown = value.strip().partition("=")
+        shown, fmt = (shown, fmt.lower()) if sep and fmt.lower() in FORMATS else (value.strip(), "")
+    else:
+        shown, fmt = "", ""
+    for webhook in existing:
+        if shown == webhook.shown and fmt in ("", webhook.format):
+            return webhook
+    if "/…#" in shown:
+        raise ValueError(f"{shown} is the shown form of a target that is no longer kept: give its whole URL")
+    return parse_webhook(value)
 
 
 METADATA_NAMES = frozenset({"metadata.google.internal", "metadata", "metadata.azure.internal", "instance-data"})
@@ -207,22 +247,22 @@ class Notifier:
             try:
                 self._deliver(delivery)
             except Exception:  # never let the sender die: the other targets' alerts depend on it
-                log.exception("webhook delivery to %s failed unexpectedly", delivery.webhook.url)
+                log.exception("webhook delivery to %s failed unexpectedly", delivery.webhook.shown)
 
     def _deliver(self, delivery: Delivery) -> None:
         try:
             self.post(delivery.webhook, delivery.message)
         except Exception as exc:  # DeliveryError, or anything unforeseen: retried like any failure
             if not isinstance(exc, DeliveryError):
-                log.exception("webhook delivery to %s raised", delivery.webhook.url)
+                log.exception("webhook delivery to %s raised", delivery.webhook.shown)
             attempt = delivery.attempt + 1
             if attempt >= self.attempts:
                 self.failed += 1
-                log.warning("webhook %s gave up on %s after %d attempts: %s", delivery.webhook.url,
+                log.warning("webhook %s gave up on %s after %d attempts: %s", delivery.webhook.shown,
                             delivery.message.get("id"), attempt, exc)  # fmt: skip
                 return
             delay = self.backoff * 2 ** (attempt - 1)
-            log.info("webhook %s failed (%s); retry %d in %.0f s", delivery.webhook.url, exc, attempt, delay)
+            log.info("webhook %s failed (%s); retry %d in %.0f s", delivery.webhook.shown, exc, attempt, delay)
             with self._wake:
                 heapq.heappush(self._due, (time.monotonic() + delay, next(self._order),
                                            Delivery(delivery.webhook, delivery.message, attempt)))  # fmt: skip

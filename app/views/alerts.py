@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect,
 from queuewatch.alerts import rules as alerts
 from queuewatch.alerts.rules import Alert
 from queuewatch.alerts.service import AlertService, alert_json
-from queuewatch.alerts.webhooks import parse_webhook
+from queuewatch.alerts.webhooks import keep_or_parse
 from queuewatch.security import audit
 
 from . import htmx
@@ -174,7 +174,8 @@ def delete_rule() -> Response:
 def save_webhooks() -> Response:
     """Replace the stored webhook targets (one [json=|slack=]URL per line)."""
     try:
-        targets = [parse_webhook(line) for line in request.form.get("webhooks", "").splitlines() if line.strip()]
+        kept = service().webhooks()
+        targets = [keep_or_parse(line, kept) for line in request.form.get("webhooks", "").splitlines() if line.strip()]
     except ValueError as exc:
         flash(f"Webhooks not saved: {exc}.", "error")
     else:
@@ -190,7 +191,7 @@ def test_webhooks() -> Response:
     if not results:
         flash("No webhook targets: add one first.", "warning")
     for webhook, problem in results:
-        flash(f"Test sent to {webhook.url}." if problem is None else f"Test to {webhook.url} failed: {problem}",
+        flash(f"Test sent to {webhook.shown}." if problem is None else f"Test to {webhook.shown} failed: {problem}",
               "success" if problem is None else "error")  # fmt: skip
     return redirect(_back(url_for("alerts.alerts_page")), code=303)
 
@@ -268,7 +269,7 @@ def remove_rule(backend: str, system: str, queue: str) -> Response | tuple[Respo
 def list_webhooks() -> Response:
     """Stored targets (editable) and those from --webhook / QUEUEWATCH_WEBHOOK."""
     s = service()
-    return jsonify({"webhooks": [w.to_json() for w in s.webhooks()], "configured": [w.to_json() for w in s.configured]})
+    return jsonify({"webhooks": [w.shown_json() for w in s.webhooks()], "configured": [w.shown_json() for w in s.configured]})
 
 
 @api.put("/webhooks")
@@ -278,15 +279,16 @@ def put_webhooks() -> Response:
     if not isinstance(body, list):
         raise BadRequest('send {"webhooks": [{"url": ..., "format": "json" or "slack"}]}')
     try:
-        targets = [parse_webhook(item) for item in body]
+        kept = service().webhooks()
+        targets = [keep_or_parse(item, kept) for item in body]
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     service().put_webhooks(targets)
-    return jsonify({"webhooks": [w.to_json() for w in targets]})
+    return jsonify({"webhooks": [w.shown_json() for w in targets]})
 
 
 @api.post("/webhooks/test")
 def post_test() -> Response:
     """Send a test notification to every target now; says which answered."""
     json_body()
-    return jsonify({"results": [{"url": w.url, "format": w.format, "ok": p is None, "error": p} for w, p in service().send_test()]})
+    return jsonify({"results": [{"url": w.shown, "format": w.format, "ok": p is None, "error": p} for w, p in service().send_test()]})
