@@ -64,6 +64,16 @@
     { name: "Failed / min", get: function (p) { return value(p, "failed_per_minute"); }, color: "bad" }
   ];
 
+  // A rate that is only an estimate (worker counters split across queues, failed-list growth)
+  // is drawn dashed and says so in its name; an exact one is solid.
+  function rateSpec(rates) {
+    return RATE_TRACES.map(function (s, i) {
+      var r = rates && rates[i === 0 ? "processed" : "failed"];
+      if (!r || !r.estimate) return s;
+      return Object.assign({}, s, { name: s.name + " (estimate)", dash: "dash" });
+    });
+  }
+
   function traces(spec, points, c) {
     var x = points.map(when);
     return spec.map(function (s) {
@@ -174,8 +184,9 @@
     var self = this;
     return Promise.all([
       Plotly.react(this.counts, traces(COUNT_TRACES, points, l.c), l.counts, config),
-      Plotly.react(this.rates, traces(RATE_TRACES, points, l.c), l.rates, config)
+      Plotly.react(this.rates, traces(rateSpec(answer.rates), points, l.c), l.rates, config)
     ]).then(function () {
+      self.markEstimates(answer.rates);
       self.counted();
       if (!self.counts.dataset.listening) {
         // Say on the element whether the operator has zoomed (tests read it; ticks must keep it).
@@ -210,6 +221,18 @@
     this.note(parts.join(" "));
   };
 
+  // Says on the chart which rates are estimates (tests read it) and restyles when that changes.
+  QueueHistory.prototype.markEstimates = function (rates) {
+    var spec = rateSpec(rates);
+    var key = spec.map(function (s) { return s.dash === "dash" ? "estimate" : "exact"; }).join(",");
+    if (this.rates.dataset.rateKinds === key) return;
+    if (this.rates.dataset.rateKinds !== undefined && this.rates.data) {
+      Plotly.restyle(this.rates, { name: spec.map(function (s) { return s.name; }),
+                                   "line.dash": spec.map(function (s) { return s.dash || "solid"; }) }, [0, 1]);
+    }
+    this.rates.dataset.rateKinds = key;
+  };
+
   QueueHistory.prototype.note = function (text) {
     var el = this.section.querySelector("[data-rates-note]");
     if (el) el.textContent = text;
@@ -228,6 +251,7 @@
       if (!points.length || generation !== self.generation) return;
       self.last = points[points.length - 1].t;
       self.describeRates(answer.rates);
+      self.markEstimates(answer.rates);
       points.forEach(function (p) { self.times.push(Date.parse(p.t)); });
       var oldest = Date.parse(self.last) - self.minutes * 60000;
       var keep = self.times.length;

@@ -88,6 +88,13 @@ def test_the_queue_page_draws_history_and_extends_it_live(server, browser, shots
         assert counts.locator(".scatterlayer .trace").count() == 6
         assert points(history_section.locator("[data-chart=rates]")) == points(counts)
         assert "Processed per minute" in history_section.locator("[data-rates-note]").inner_text()
+        # RQ counts processed per worker (exact here: none serves another queue) but failures only as the
+        # failed list's growth: an estimate, drawn dashed and named so.
+        rates = history_section.locator("[data-chart=rates]")
+        expect(rates).to_have_attribute("data-rate-kinds", "exact,estimate")
+        assert rates.locator(".legendtext").all_text_contents() == ["Processed / min", "Failed / min (estimate)"]
+        dashes = rates.locator(".scatterlayer .trace path.js-line").evaluate_all("els => els.map(e => e.style.strokeDasharray)")
+        assert dashes[0] in ("", "none") and dashes[1] not in ("", "none"), dashes
         # The chart toolbar offers nothing that leaves the dashboard (plotly's cloud "Share", Chart Studio, its logo).
         counts.hover()
         titles = counts.locator(".modebar-btn").evaluate_all("els => els.map(e => e.getAttribute('data-title') || '')")

@@ -147,6 +147,7 @@ class ArqAdapter(ArqJobStates, Adapter):
             report = parse_health(raw if isinstance(raw, bytes) else None, pttl if isinstance(pttl, int) else None)
             self._remember(name, report, now)
             failed, estimated = self.index.count(name)
+            done_total, failed_total = self.index.totals(name)
             liveness = report.liveness if report is not None else "dead"
             notes = []
             if isinstance(counts, Exception):  # a key of that name that is not a zset, say
@@ -179,6 +180,8 @@ class ArqAdapter(ArqJobStates, Adapter):
                     details=(("ready", ready), ("deferred", _minus(total, ready))) + report_details(report),
                     notes=tuple(notes),
                     partial=not self.index.complete,
+                    processed_total=done_total,
+                    failed_total=failed_total,
                 )
             )
         return stats

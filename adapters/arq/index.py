@@ -116,6 +116,14 @@ class ArqFailures(FailureIndex[ArqFailure]):
         self._cursors = dict.fromkeys(SCANS, 0)
         self._done = dict.fromkeys(SCANS, True)
         self.zset_scan = True  # False on Redis < 6 (no SCAN TYPE): queues come from workers and results only
+        # Results found for the first time, per queue, since this index started: exact per-queue
+        # counters for the throughput charts (arq itself counts only per worker, in an hourly report).
+        # Counted once per result (a result already read is not read again while it lasts); what
+        # the first pass finds is the past, not throughput, so ``totals`` answers only after it.
+        self._done_total: dict[str, int] = {}
+        self._failed_total: dict[str, int] = {}
+        self._totals_exact = True  # False once a result could not be remembered (it would be counted again)
+        self._ran_until: dict[str, float] = {}  # queue -> when its newest successful result expires
 
     # -- scanning (sampler thread) -------------------------------------------------
 
@@ -125,7 +133,9 @@ class ArqFailures(FailureIndex[ArqFailure]):
         self._queues_now = set()
 
     def _ended(self) -> None:
-        self._queue_names = set(self._queues_now)
+        now = time.time()
+        self._ran_until = {q: until for q, until in self._ran_until.items() if until > now}
+        self._queue_names = self._queues_now | set(self._ran_until)
 
     def _step(self) -> bool:
         active = [name for name, done in self._done.items() if not done]
@@ -192,11 +202,26 @@ class ArqFailures(FailureIndex[ArqFailure]):
 
     def _record(self, job_id: str, record: ArqRecord, size: int, expires_at: float | None, scanned: bool = True) -> None:
         if not record.failed:
+            new = job_id not in self._others
             self._remember_other(job_id, size, expires_at)
+            if record.is_result and record.queue is not None:
+                if job_id not in self._others:
+                    self._totals_exact = False
+                elif new:
+                    self._done_total[record.queue] = self._done_total.get(record.queue, 0) + 1
+                # A queue that ran jobs within keep_result is a queue, until its last result expires.
+                if record.queue in self._ran_until or len(self._ran_until) < MAX_QUEUES:
+                    until = float("inf") if expires_at is None else expires_at
+                    self._ran_until[record.queue] = max(until, self._ran_until.get(record.queue, 0.0))
             return
+        new = job_id not in self._entries
         entry = entry_for(job_id, record, expires_at)
         if not self._put(entry):  # one queue too many: not kept
+            self._totals_exact = False
             return
+        if new:
+            self._done_total[entry.queue] = self._done_total.get(entry.queue, 0) + 1
+            self._failed_total[entry.queue] = self._failed_total.get(entry.queue, 0) + 1
         if scanned:  # counted once per pass, by the scan
             self._count_found(entry.queue)
         self._queues_now.add(entry.queue)
@@ -227,6 +252,14 @@ class ArqFailures(FailureIndex[ArqFailure]):
                     self._queues_now.add(name)
 
     # -- reading (any thread) -------------------------------------------------------
+
+    def totals(self, queue: str) -> tuple[int | None, int | None]:
+        """(jobs done, jobs failed) of ``queue`` since this index started, counted from the results
+        arq keeps; (None, None) until a whole pass has been read, or when a cap made counts unsure."""
+        with self._lock:
+            if not self.passes_completed or not self._totals_exact or queue in self._capped:
+                return None, None
+            return self._done_total.get(queue, 0), self._failed_total.get(queue, 0)
 
     def queue_names(self) -> set[str]:
         """Queues found by the scan: with failures, a worker's report, or jobs."""

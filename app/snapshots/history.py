@@ -241,7 +241,7 @@ class RateSource:
     }
     TEXT = {
         UNKNOWN: "not available",
-        QUEUE_COUNTER: "the queue's own counter",
+        QUEUE_COUNTER: "counted per queue (the system's own counter, or results found once each: Arq)",
         WORKER_COUNTERS: "the counters of the workers serving this queue",
         SHARED_WORKERS: "worker counters split evenly across the queues each worker serves",
         FAILED_GROWTH: "growth of the failed list (requeues and deletes in the same interval hide failures)",
