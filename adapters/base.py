@@ -18,9 +18,11 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar, TypeVar, Union
 
 from .errors import BackendUnavailable, Interrupted, NotFound, Unsupported
+from .periodic import Periodic
 from .values import STATES, ActionResult, FailedJob, Job, JobDetail, Option, Page, QueueStats, Worker
+from .values import Timing  # per-function timings (issue 18): see the block at the end of Adapter
 
-__all__ = ["ALL", "STATES", "ActionResult", "Adapter", "FailedJob", "Inspection", "Job", "JobDetail", "Option", "Page",
+__all__ = ["ALL", "STATES", "ActionResult", "Adapter", "FailedJob", "Inspection", "Job", "JobDetail", "Option", "Page", "Periodic",
            "QueueStats", "Selection", "Tally", "Worker", "chunks", "unique"]
 
 T = TypeVar("T")
@@ -280,6 +282,11 @@ class Adapter(abc.ABC):
         they stay where they are, listed as canceled, until ``restore``."""
         raise Unsupported(f"{self.label} cannot revoke jobs by id")
 
+    def periodic(self) -> list[Periodic]:
+        """Every periodic schedule this system's storage reveals (adapters/periodic.py), bounded;
+        read by the sampler for the lateness alerts and by the periodic page. Default: none."""
+        return []
+
     def restore(self, queue: str, ids: Sequence[str]) -> ActionResult:
         """Undo ``revoke``: the jobs run again when reached. Ids not revoked are ``not_found``."""
         raise Unsupported(f"{self.label} keeps no revoked jobs to restore")
@@ -310,3 +317,16 @@ class Adapter(abc.ABC):
                 return stats
         raise NotFound(f"no {self.label} queue named {name!r}")
 
+    # -- per-function timings (issue 18) --------------------------------------------------
+    # Read by the sampler that holds the lease, once per interval, never on a page view.
+    # What ``timings`` measures, of "processed", "failed", "runtime" and "wait": the API
+    # answers null for the rest. ``timings_note`` says what is not measurable, for the page.
+    timings_measure: ClassVar[frozenset[str]] = frozenset()
+    timings_note: ClassVar[str | None] = None
+
+    def timings(self, since: dict | None, budget_seconds: float) -> tuple[list[Timing], dict]:
+        """The jobs that ended since the cursor ``since`` (None: the first read ever), read within
+        about ``budget_seconds``, and the cursor to continue from (JSON-safe; the app keeps it in
+        its state store, so a restart continues where it stopped). What the budget left unread
+        is read next time. Default: Unsupported, with the reason."""
+        raise Unsupported(self.timings_note or f"{self.label} keeps no record of when its jobs ran")

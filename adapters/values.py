@@ -60,6 +60,12 @@ class QueueStats:
     dead_letters_of: tuple[str, ...] = ()
     # ``failed`` counts the messages of this dead-letter queue (shown on its own row too).
     failed_in: str | None = None
+    # The most intervals any periodic task of this queue has gone without a run (set by the
+    # sampler from Adapter.periodic; alerts compare it with max_periodic_lateness).
+    periodic_lateness: float | None = None
+    # Workers have been told to stop taking this queue's jobs (jobs keep arriving and wait);
+    # None where the system cannot pause one queue.
+    paused: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -168,3 +174,16 @@ class ActionResult:
 
     affected: int
     not_found: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One job that ended, as its system recorded it: what per-function metrics are made of
+    (``Adapter.timings``). Seconds; None where the system does not say."""
+
+    queue: str
+    function: str
+    ended_at: float  # unix time the job ended (succeeded or failed)
+    failed: bool
+    runtime_seconds: float | None  # start -> end
+    wait_seconds: float | None  # enqueue (or, for Celery, receipt by a worker) -> start

@@ -61,6 +61,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["queuewatch.sampler"] = sampler
     memory = AdapterMemory(monitor, store)
     memory.load()
+    # Adapters that keep state an operator set (Celery's paused queues) keep it in the state store:
+    # shared by every process, kept across restarts.
+    for backend in monitor.backends.values():
+        for cls in backend.adapter_classes:
+            if hasattr(cls, "use_store"):
+                backend.adapter(cls.system).use_store(store)
     sampler.on_snapshot(memory.save)
     app.extensions["queuewatch.adapter_memory"] = memory
 

@@ -13,6 +13,7 @@ import os
 
 import msgpack
 from arq.connections import RedisSettings
+from arq.cron import cron
 from arq.worker import Retry
 
 
@@ -102,3 +103,15 @@ def json_dumps(data):
 
 
 JSONWorkerSettings = {**WorkerSettings, "job_serializer": json_dumps, "job_deserializer": json.loads}
+
+# A worker that obeys Job.abort (arq:abort): the control tests stop a running job through it.
+AbortWorkerSettings = {**WorkerSettings, "allow_abort_jobs": True}
+
+
+async def heartbeat(ctx):
+    return "beat"
+
+
+# A worker with a cron job every 5 s (the periodic page and its lateness alert read its runs). arq's
+# cron() keeps no result by default (keep_result=0): its runs are then only in-progress locks.
+CronWorkerSettings = {**WorkerSettings, "cron_jobs": [cron(heartbeat, second=set(range(0, 60, 5)), keep_result=300)]}

@@ -57,6 +57,11 @@ app = make_app(os.environ.get("QW_CELERY_BROKER", BROKER), os.environ.get("QW_CE
                extended=os.environ.get("QW_CELERY_EXTENDED", "1") != "0",
                dead_letters=os.environ.get("QW_CELERY_DEAD_LETTERS", ""),
                keyprefix=os.environ.get("QW_CELERY_KEYPREFIX", ""))  # fmt: skip
+if os.environ.get("QW_CELERY_BEAT"):
+    # celery beat with celery-redbeat (its schedule on the broker's Redis): one task every 2 s.
+    app.conf.beat_schedule = {"every-2s": {"task": "celery_app.add", "schedule": 2.0, "args": (1, 2)}}
+    app.conf.redbeat_redis_url = app.conf.broker_url
+    app.conf.beat_max_loop_interval = 1
 
 
 @app.task(name="celery_app.add")

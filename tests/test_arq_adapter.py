@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -48,6 +49,12 @@ def worker_env(url: str, queue: str, health_interval: float = 3600) -> dict[str,
                 ARQ_TEST_HEALTH_INTERVAL=str(health_interval))  # fmt: skip
 
 
+
+def run_async(coroutine):  # type: ignore[no-untyped-def]
+    """asyncio.run in a thread of its own: a test process may already run an event loop in its
+    main thread (Playwright's sync API does, once a browser test ran in the same process)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 def run_arq_worker(url: str, queue: str, settings: str = "WorkerSettings") -> None:
     """A real ``arq … --burst``: returns when the queue is empty."""
     subprocess.run([ARQ, f"arq_tasks.{settings}", "--burst"], env=worker_env(url, queue), cwd=TESTS,
@@ -85,7 +92,7 @@ class ArqClient:
             finally:
                 await pool.aclose()
 
-        return asyncio.run(go())
+        return run_async(go())
 
     def result_info(self, job_id: str):
         async def go():
@@ -95,7 +102,7 @@ class ArqClient:
             finally:
                 await pool.aclose()
 
-        return asyncio.run(go())
+        return run_async(go())
 
     def queued(self) -> list:
         async def go():
@@ -105,7 +112,7 @@ class ArqClient:
             finally:
                 await pool.aclose()
 
-        return asyncio.run(go())
+        return run_async(go())
 
 
 class ArqJobs(JobFactory):
@@ -196,7 +203,7 @@ def failed_results(client: ArqClient) -> list:
         finally:
             await pool.aclose()
 
-    return asyncio.run(go())
+    return run_async(go())
 
 
 def test_counts_equal_what_arq_reports(r, redis_url, adapter, tmp_path) -> None:

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 from conftest import get_json, serve_queuewatch, wait_for, wait_for_samples
-from test_arq_adapter import ArqClient, arq_worker, failed_results, run_arq_worker
+from test_arq_adapter import ArqClient, arq_worker, failed_results, run_arq_worker, run_async
 from test_numbers import failed_count, put_json
 
 
@@ -45,7 +45,7 @@ def test_a_restart_that_rebuilds_the_arq_failure_index_does_not_fire_new_failure
         wait_for_samples(base, path, 2)
         client.enqueue([("fail_unless_exists", ("/no/such/flag", i), {}) for i in range(6)])
         wait_for(lambda: [a["state"] for a in get_json(base + "/api/v1/alerts")["alerts"] if a["queue"] == queue]
-                 == ["firing"], 30, what="the alert to fire")  # fmt: skip
+                 == ["firing"], 60, what="the alert to fire")  # fmt: skip
 
 
 @pytest.mark.redis_db(12)
@@ -96,7 +96,6 @@ def test_a_killed_arq_worker_at_the_default_interval_is_unknown_not_alive(r, red
 
 def arq_results(client: ArqClient) -> list:
     """Every result arq itself reports for the client's queue."""
-    import asyncio
 
     async def go():
         pool = await client._pool()
@@ -105,7 +104,7 @@ def arq_results(client: ArqClient) -> list:
         finally:
             await pool.aclose()
 
-    return asyncio.run(go())
+    return run_async(go())
 
 
 @pytest.mark.redis_db(13)

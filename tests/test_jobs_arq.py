@@ -3,7 +3,6 @@ made by arq's own client and run by real arq workers; the refusals of the new wr
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import socket
@@ -14,7 +13,7 @@ import pytest
 from arq.jobs import Job as ArqJob
 from arq.jobs import JobStatus
 from conftest import redis_digest, wait_for
-from test_arq_adapter import ArqClient, arq_worker, run_arq_worker
+from test_arq_adapter import ArqClient, arq_worker, run_arq_worker, run_async
 from test_auth import bearer, login, make_app, session_csrf, tokens_file, users_file  # noqa: F401  (fixtures)
 
 from queuewatch import create_app
@@ -47,7 +46,7 @@ def arq_status(arq: ArqClient, job_id: str) -> JobStatus:
         finally:
             await pool.aclose()
 
-    return asyncio.run(go())
+    return run_async(go())
 
 
 @pytest.fixture
@@ -302,7 +301,7 @@ def test_the_openapi_entries_describe_every_new_route_once_merged(app, client, m
     from queuewatch.views import openapi, openapi_jobs
 
     ours = {rule.endpoint for rule in app.url_map.iter_rules() if rule.endpoint.startswith("api.jobs.")}
-    assert ours == set(openapi_jobs.PATHS)
+    assert ours == {e for e in openapi_jobs.PATHS if e.startswith("api.jobs.")}
     for endpoint, entry in openapi_jobs.PATHS.items():  # what openapi.py's one-line merge does
         monkeypatch.setitem(openapi.DETAILS, endpoint, entry)
     for name, schema in openapi_jobs.SCHEMAS.items():

@@ -197,6 +197,14 @@ def test_reads_never_write_a_crawl_of_every_page_and_get_route(client, r, redis_
         f"/queues/{qp}/groups", "/failures", "/failures?exception=x", f"/api/v1/queues/{qp}/groups",
         "/api/v1/failures/groups", f"/api/v1/queues/{qp}/failed?q=flag", "/operations", "/api/v1/operations",
         "/operations/missing", "/api/v1/operations/missing",
+        # Jobs in every state, find by id, control's follow pages, per-function metrics, periodic work.
+        *[f"/queues/{qp}/jobs?state={s}" for s in ("waiting", "scheduled", "in_progress", "finished", "failed", "canceled", "bogus")],
+        *[f"/api/v1/queues/{qp}/jobs?state={s}" for s in ("waiting", "scheduled", "in_progress", "finished", "canceled", "bogus")],
+        f"/jobs?id={ids[0]}", f"/jobs/{ids[0]}", "/jobs/nowhere", f"/api/v1/jobs/{ids[0]}", "/api/v1/jobs/nowhere",
+        f"/api/v1/queues/{qp}/jobs/{ids[0]}/stop", f"/queues/{qp}/jobs/{ids[0]}/stopping", f"/queues/{qp}/control",
+        "/api/v1/backends/redis/rq/suspend", "/functions", "/functions?minutes=15", "/api/v1/functions",
+        "/api/v1/functions?minutes=60&system=rq", "/api/v1/functions/series?backend=redis&system=rq&queue=crawl&function=x",
+        "/periodic", "/api/v1/periodic", "/groups", "/api/v1/groups", "/alerts", "/api/v1/alerts",
     ] + [f"/queues/{qp}/jobs/{i}" for i in ids] + [f"/api/v1/queues/{qp}/jobs/{i}" for i in ids]  # fmt: skip
     for url in urls:
         assert client.get(url).status_code < 500, url

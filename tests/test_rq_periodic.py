@@ -61,6 +61,13 @@ def test_cron_jobs_show_their_schedule_last_and_next_run(r, redis_url, adapter, 
         [run] = hourly.recent
         assert [run.job_id] == cron_module.get_cron_job_ids("hourly-add", r) and hourly.runs == 1
         assert run.status == "queued"
+        # As periodic work (the periodic page, the lateness alerts): the same facts, in one shape for every system.
+        periodic = {p.name: p for p in adapter.periodic()}
+        now = datetime.now(timezone.utc)
+        assert (periodic["hourly-add"].schedule, periodic["hourly-add"].interval_seconds) == ("every 60 min", 3600)
+        assert periodic["hourly-add"].last_outcome == "waiting" and periodic["hourly-add"].queue == "cron-q"
+        assert periodic["hourly-add"].due() == hourly.next_run_at and periodic["hourly-add"].late_seconds(now) == 0
+        assert periodic["nightly-add"].schedule == "cron 0 3 * * *" and periodic["nightly-add"].last_run is None
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
@@ -70,6 +77,9 @@ def test_cron_jobs_show_their_schedule_last_and_next_run(r, redis_url, adapter, 
     [orphan] = schedules.jobs  # known from its runs only: no scheduler runs it now
     assert (orphan.name, orphan.scheduler, orphan.next_run_at, orphan.runs) == ("hourly-add", None, None, 1)
     assert orphan.recent[0].status == "finished"
+    [gone] = adapter.periodic()
+    assert gone.last_outcome == "succeeded" and gone.runner is None and "No live cron scheduler" in gone.notes[0]
+    assert gone.due() is None and gone.late_seconds(datetime.now(timezone.utc)) is None  # its interval went with its scheduler
 
 
 def test_groups_list_their_jobs_and_where_they_are(r, redis_url, adapter) -> None:
@@ -108,3 +118,17 @@ def test_reading_cron_and_groups_writes_nothing(r, adapter) -> None:
     assert adapter.cron().schedulers[0].name == "in-process"
     assert adapter.groups().groups[0].name == "g1"
     assert redis_digest(r) == before
+
+
+def test_the_groups_page_and_api_show_each_group_with_where_its_jobs_are(r, redis_url, client) -> None:
+    q = rq.Queue("grouped", connection=r)
+    group = group_module.Group.create(connection=r, name="nightly-batch")
+    jobs = group.enqueue_many(q, [rq.Queue.prepare_data(rq_tasks.add, (i, i)) for i in range(2)])
+    client.application.extensions["queuewatch.monitor"].changed()
+    answer = client.get("/api/v1/groups").get_json()
+    [shown] = [g for g in answer["groups"] if g["name"] == "nightly-batch"]
+    assert sorted(j["id"] for j in shown["jobs"]) == sorted(j.id for j in group.get_jobs()) == sorted(j.id for j in jobs)
+    assert shown["statuses"] == {"queued": 2} and {j["state"] for j in shown["jobs"]} == {"waiting"}
+    page = client.get("/groups").get_data(as_text=True)
+    assert "nightly-batch" in page and jobs[0].id in page
+    assert client.get("/periodic").status_code == 200

@@ -47,10 +47,13 @@ from queuewatch.adapters.errors import BackendUnavailable, NotFound, Unsupported
 from queuewatch.adapters.failure_index import expiry, failed_page, same_expiry
 from queuewatch.adapters.redis_errors import redis_errors
 
+from .control import ArqControl
+from .periodic import ArqPeriodic
 from .index import DEFAULT_QUEUE, HEALTH_SUFFIX, JOB_KEY_PREFIXES, RESULT_PREFIX, ArqFailure, ArqFailures
 from .jobs import job_record
 from .records import HealthReport, job_detail, ms_time, parse_health, read_record, report_details, report_notes
 from .states import ArqJobStates
+from .timings import ArqTimings
 
 JOB_PREFIX = "arq:job:"
 IN_PROGRESS_PREFIX = "arq:in-progress:"
@@ -65,7 +68,7 @@ DEAD_WORKER_MEMORY = 3600.0  # seconds a worker whose report vanished is still s
 _SCRIPTS = {name: Path(__file__).with_name(f"{name}.lua").read_text() for name in ("counts", "purge")}
 
 
-class ArqAdapter(ArqJobStates, Adapter):
+class ArqAdapter(ArqPeriodic, ArqTimings, ArqControl, ArqJobStates, Adapter):
     """Arq on one Redis database."""
 
     system = "arq"

@@ -124,6 +124,8 @@ class ArqFailures(FailureIndex[ArqFailure]):
         self._failed_total: dict[str, int] = {}
         self._totals_exact = True  # False once a result could not be remembered (it would be counted again)
         self._ran_until: dict[str, float] = {}  # queue -> when its newest successful result expires
+        # Cron jobs, as far as arq records them: only their runs' results (id cron:NAME:SCHEDULED_MS).
+        self._cron: dict[tuple[str, str], CronRuns] = {}
 
     # -- scanning (sampler thread) -------------------------------------------------
 
@@ -201,6 +203,8 @@ class ArqFailures(FailureIndex[ArqFailure]):
                         self._record(job_id, read_record(data, max_bytes=MAX_DECODE_BYTES), size, expires_at)
 
     def _record(self, job_id: str, record: ArqRecord, size: int, expires_at: float | None, scanned: bool = True) -> None:
+        if record.is_result and record.queue and (record.function or "").startswith("cron:"):
+            self._learn_cron(job_id, record)
         if not record.failed:
             new = job_id not in self._others
             self._remember_other(job_id, size, expires_at)
@@ -253,6 +257,23 @@ class ArqFailures(FailureIndex[ArqFailure]):
 
     # -- reading (any thread) -------------------------------------------------------
 
+    def _learn_cron(self, job_id: str, record: ArqRecord) -> None:
+        name = record.function or ""
+        prefix, _, stamp = job_id.rpartition(":")
+        scheduled = int(stamp) if prefix == name and stamp.isdigit() else record.enqueued_ms
+        key = (record.queue or "", name)
+        runs = self._cron.get(key)
+        if runs is None:
+            if len(self._cron) >= MAX_CRON_JOBS:
+                return
+            runs = self._cron[key] = CronRuns()
+        runs.add(scheduled, record)
+
+    def cron_runs(self) -> dict[tuple[str, str], CronRuns]:
+        """(queue, cron job name) -> what its results say of its runs (a copy)."""
+        with self._lock:
+            return {key: runs.copy() for key, runs in self._cron.items()}
+
     def totals(self, queue: str) -> tuple[int | None, int | None]:
         """(jobs done, jobs failed) of ``queue`` since this index started, counted from the results
         arq keeps; (None, None) until a whole pass has been read, or when a cap made counts unsure."""
@@ -275,6 +296,34 @@ class ArqFailures(FailureIndex[ArqFailure]):
                 self._drop(job_id)
             else:
                 self._record(job_id, record, size, expires_at, scanned=False)
+
+
+MAX_CRON_JOBS = 1_000
+CRON_RUNS_KEPT = 8
+
+
+class CronRuns:
+    """The latest runs of one arq cron job: (scheduled ms, finished ms, success), newest first."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, int | None, bool | None]] = []
+        self.seen = 0
+
+    def add(self, scheduled: int | None, record: ArqRecord) -> None:
+        if scheduled is None or any(s == scheduled for s, _, _ in self.runs):
+            return
+        self.seen += 1
+        self.runs = sorted(self.runs + [(scheduled, record.finished_ms, record.success)], reverse=True)[:CRON_RUNS_KEPT]
+
+    def copy(self) -> CronRuns:
+        other = CronRuns()
+        other.runs, other.seen = list(self.runs), self.seen
+        return other
+
+    def interval_ms(self) -> int | None:
+        """The smallest gap between consecutive scheduled runs seen (arq's schedule is in the worker's code)."""
+        gaps = [a - b for (a, _, _), (b, _, _) in zip(self.runs, self.runs[1:]) if a > b]
+        return min(gaps) if gaps else None
 
 
 def _batches(items: list[tuple[str, int, float | None]]) -> list[list[tuple[str, int, float | None]]]:

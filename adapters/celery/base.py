@@ -36,11 +36,13 @@ from queuewatch.adapters.errors import NotFound, Unsupported
 from queuewatch.adapters.failure_index import failed_page
 from queuewatch.adapters.redis_errors import redis_errors
 
+from .control import CeleryControl, Pauses
 from .events import EventState, Listener
 from .failures import NO_RESULTS_NOTE, UNKNOWN_NOTE, failed_job, job_detail
 from .index import UNKNOWN, CeleryFailure, CeleryFailures
 from .messages import Outgoing, new_task
 from .results import FailureRecord, ResultStore, parse_record
+from .states import CeleryJobStates
 from .workers import WorkerQuestions, consumers, present
 
 MAX_KNOWN_QUEUES = 2_000
@@ -56,8 +58,9 @@ def record_sha(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()  # noqa: S324 - Redis' sha1hex, compared in Lua
 
 
-class CeleryAdapterBase(Adapter):
-    """Celery on one broker (a Redis database or a RabbitMQ vhost)."""
+class CeleryAdapterBase(CeleryControl, CeleryJobStates, Adapter):
+    """Celery on one broker (a Redis database or a RabbitMQ vhost); jobs in every state (``states``)
+    and control of live work (``control``) from the mixins."""
 
     system = "celery"
     label = "Celery"
@@ -76,6 +79,7 @@ class CeleryAdapterBase(Adapter):
         self._known: dict[str, None] = {}  # queue names seen, newest last (bounded)
         self._closed = False
         self._guard = threading.Lock()
+        self.pauses = Pauses(f"celery.paused:{backend}")  # paused queues (``control``)
 
     # -- configuration ---------------------------------------------------------------
 
@@ -155,6 +159,11 @@ class CeleryAdapterBase(Adapter):
         with redis_errors(f"Celery result backend {self.results.label if self.results else ''}"):
             self.index.maintain(budget_seconds / 2)
         self._ask_workers(min(1.0, budget_seconds - (time.monotonic() - started)))
+        try:
+            self.reapply_pauses()
+        except Exception as exc:  # a mailbox or store that fails now is tried again next tick
+            if self.questions is not None:
+                self.questions.error = f"re-applying paused queues: {type(exc).__name__}: {exc}"
 
     def settle(self, timeout: float = 60.0) -> bool:
         """Index every failure present now (tests and scripts; the sampler uses maintain)."""
@@ -173,7 +182,7 @@ class CeleryAdapterBase(Adapter):
     def dump_memory(self) -> dict[str, Any]:
         """What to keep across a restart (JSON-safe): workers last seen, the newest failures, queue names."""
         return {"version": 1, "workers": self.events.dump(), "failures": self.index.dump(),
-                "queues": sorted(self.known_queues())}  # fmt: skip
+                "queues": sorted(self.known_queues()), "paused": self.pauses.dump()}  # fmt: skip
 
     def load_memory(self, data: dict[str, Any]) -> None:
         """Restore ``dump_memory``'s output; the index then corrects itself from the backend."""
@@ -181,11 +190,12 @@ class CeleryAdapterBase(Adapter):
             self.events.load(data.get("workers") or {})
             self.index.load(data.get("failures") or {})
             self.remember_queues(q for q in data.get("queues") or () if isinstance(q, str))
+            self.pauses.load(data.get("paused") or {})
 
     @property
-    def memory_version(self) -> tuple[int, int, int]:
+    def memory_version(self) -> tuple[int, int, int, int]:
         """Changes whenever dump_memory's answer would: save when it moved."""
-        return self.events.version, self.index.version, len(self._known)
+        return self.events.version, self.index.version, len(self._known), self.pauses.version
 
     def remember_queues(self, names: Iterable[str]) -> None:
         with self._guard:
@@ -229,11 +239,14 @@ class CeleryAdapterBase(Adapter):
         countdown is scheduled, prefetched is neither. ``reserved`` (what the broker says workers
         hold, all three kinds) stands in while no worker of the queue has answered."""
         alive = [seen for seen, is_alive in self.events.workers() if is_alive and (not seen.queues or name in seen.queues)]
-        answers, missing = self.questions.answers([s.hostname for s in alive]) if self.questions else ({}, [s.hostname for s in alive])
+        answers, missing = (
+            self.questions.answers([s.hostname for s in alive]) if self.questions else ({}, [s.hostname for s in alive])
+        )
         if not answers:  # no worker of the queue has answered (or none is known yet)
             return reserved, None, None, ([] if reserved is None else [
                 "In progress counts every task workers reserved (running, prefetched, or held for an ETA or a "
                 "countdown): the workers have not answered which is which yet."])  # fmt: skip
+
         def total(kind: str) -> int:
             return sum(a.counts.get(kind, {}).get(name, 0) for a in answers.values())
 
@@ -289,7 +302,8 @@ class CeleryAdapterBase(Adapter):
             self.index.update(task_id, None)
         return [e for e in entries if e.id not in gone]
 
-    def job(self, queue: str, job_id: str) -> JobDetail:
+    def failed_job(self, queue: str, job_id: str) -> JobDetail:
+        """A failed task in full (``job`` finds a task in any state). Raises NotFound."""
         record = None
         if self.results is not None:
             with redis_errors():

@@ -38,6 +38,7 @@ from typing import Any
 from queuewatch.adapters.decoding.payload import args_preview
 from queuewatch.adapters.failure_index import FailureIndex, expiry
 
+from .finished import STATE_OF_STATUS, DoneIndex
 from .results import HEAD_BYTES, ResultStore, glob_escape, parse_record, split_repr, status_from_head
 
 UNKNOWN = "(queue unknown)"
@@ -114,6 +115,18 @@ class CeleryFailures(FailureIndex[CeleryFailure]):
         self.store = store
         self._pending: OrderedDict[str, None] = OrderedDict()  # ids to read (from events)
         self._cursor = 0
+        # SUCCESS and REVOKED records the same scan meets, by queue (``finished``).
+        self.done = {status: DoneIndex(status) for status in STATE_OF_STATUS}
+
+    def _start_pass(self) -> None:
+        super()._start_pass()
+        for index in self.done.values():
+            index._start_pass()
+
+    def _finish_pass(self) -> None:
+        super()._finish_pass()
+        for index in self.done.values():
+            index._finish_pass()
 
     # -- the sampler's upkeep ----------------------------------------------------
 
@@ -162,6 +175,7 @@ class CeleryFailures(FailureIndex[CeleryFailure]):
             replies = pipe.execute(raise_on_error=False)
         now = time.time()
         to_read = []
+        done_reads: list[tuple[str, str, int, float | None]] = []
         with self._lock:
             for n, task_id in enumerate(ids):
                 head, size, pttl = replies[3 * n : 3 * n + 3]
@@ -172,12 +186,27 @@ class CeleryFailures(FailureIndex[CeleryFailure]):
                 if status is not None and status != "FAILURE":
                     if task_id in self._entries:
                         self._drop(task_id)  # it ran again and succeeded
+                    done = self.done.get(status)
+                    if done is not None and done.wants(task_id, size, expires_at):
+                        done_reads.append((task_id, status, size, expires_at))
                     continue
                 if self._unchanged(task_id, size, expires_at):
                     continue
                 if size <= MAX_DECODE_BYTES:
                     to_read.append((task_id, size, expires_at))
         self._read_records(to_read)
+        self._read_done(done_reads)
+
+    def _read_done(self, items: list[tuple[str, str, int, float | None]]) -> None:
+        """GET the SUCCESS/REVOKED records met (100 per round trip) for the finished lists."""
+        assert self.store is not None
+        for start in range(0, len(items), 100):
+            batch = items[start : start + 100]
+            values = self.store.read(i for i, _, _, _ in batch)
+            for task_id, status, size, expires_at in batch:
+                data = values.get(task_id)
+                if data is not None:
+                    self.done[status].found(task_id, data, size, expires_at)
 
     def _read_records(self, items: list[tuple[str, int, float | None]], scanned: bool = True) -> None:
         """GET and parse results (100 per round trip); ``scanned``: counted for this pass."""

@@ -145,6 +145,26 @@ def from_amqp(body: bytes, properties: pika.BasicProperties, *, max_bytes: int =
     return _read(body, properties.content_type, headers, properties.priority, max_bytes)
 
 
+def from_redis(entry: bytes, *, max_bytes: int = 16 * 1024 * 1024) -> TaskMessage:
+    """One entry of a Redis priority list (kombu's JSON envelope), decoded for display."""
+    try:
+        envelope = json.loads(entry)
+    except (ValueError, RecursionError):
+        envelope = None
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("body"), str):
+        return TaskMessage(None, None, None, None, None, None, None, None, None, None, None,
+                           error=f"{len(entry):,} bytes that are not a kombu message", size=len(entry))  # fmt: skip
+    properties = envelope.get("properties") if isinstance(envelope.get("properties"), dict) else {}
+    headers = envelope.get("headers") if isinstance(envelope.get("headers"), dict) else {}
+    body = envelope["body"].encode("utf-8")
+    if properties.get("body_encoding") == "base64":
+        try:
+            body = base64.b64decode(body, validate=True)
+        except ValueError:
+            pass  # shown as the text it is
+    return _read(body, envelope.get("content-type"), headers, properties.get("priority"), max_bytes)
+
+
 # -- writing ----------------------------------------------------------------------
 
 

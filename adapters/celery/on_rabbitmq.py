@@ -52,6 +52,7 @@ from .events import AMQPListener, Listener
 from .index import UNKNOWN
 from .messages import Outgoing, amqp_properties, from_amqp
 from .pidbox import AMQPMailbox
+from .rabbit_states import CeleryRabbitStates
 from .results import FailureRecord
 from .workers import WorkerQuestions
 
@@ -93,7 +94,7 @@ class Topology:
         return self.names | set(self.sources)
 
 
-class CeleryRabbitAdapter(CeleryAdapterBase):
+class CeleryRabbitAdapter(CeleryRabbitStates, CeleryAdapterBase):
     """Celery whose broker is one RabbitMQ vhost (results in Redis, if linked)."""
 
     walk_page = WINDOW  # every page of dead letters re-reads the window: walk it in one
@@ -201,7 +202,7 @@ class CeleryRabbitAdapter(CeleryAdapterBase):
                 in_progress=in_progress, scheduled=scheduled, failed=failed,
                 workers=count[1] if count else self._consumers(name, workers), oldest_age_seconds=None,
                 details=tuple(details), links=tuple(links), notes=tuple(notes + held_notes),
-                partial=not self.index.complete, dead_letters_of=tuple(sorted(topo.sources.get(name, ()))),
+                partial=not self.index.complete, paused=None if name in topo.sources else self.paused(name), dead_letters_of=tuple(sorted(topo.sources.get(name, ()))),
             ))  # fmt: skip
         return stats
 
@@ -319,8 +320,12 @@ def discover(rabbit: RabbitBackend, extra: set[str], has_failures: Callable[[str
         names |= {str((c.get("queue") or {}).get("name", "")) for c in consumers if _connection(c) in workers}
         # Bound to Celery's default exchange, or to an exchange of its own name with its name as
         # the key: how Celery declares the queues it creates on demand (task_create_missing_queues).
-        names |= {str(b.get("destination")) for b in bindings if b.get("destination_type") == "queue" and (
-            b.get("source") == DEFAULT_EXCHANGE or b.get("source") == b.get("destination") == b.get("routing_key"))}
+        names |= {
+            str(b.get("destination"))
+            for b in bindings
+            if b.get("destination_type") == "queue"
+            and (b.get("source") == DEFAULT_EXCHANGE or b.get("source") == b.get("destination") == b.get("routing_key"))
+        }
         names |= {DEFAULT_EXCHANGE} & present
         topo = Topology({n for n in names if n and not internal_queue(n) and (n in present or has_failures(n))}, listing)
         _dead_letters(rabbit, topo, listing, bindings)
@@ -356,8 +361,10 @@ def _dead_letters(rabbit: RabbitBackend, topo: Topology, listing: list[QueueInfo
         kind = types.get(exchange, "")
         for b in bindings:
             rk = str(b.get("routing_key", ""))
-            if b.get("source") == exchange and b.get("destination_type") == "queue" and (
-                kind in ("fanout", "headers") or rk == key or (kind == "topic" and topic_matches(rk, key))
+            if (
+                b.get("source") == exchange
+                and b.get("destination_type") == "queue"
+                and (kind in ("fanout", "headers") or rk == key or (kind == "topic" and topic_matches(rk, key)))
             ):
                 topo.link(q.name, str(b.get("destination")))
 

@@ -42,6 +42,8 @@ from .events import Listener, RedisListener
 from .index import UNKNOWN
 from .messages import PRIORITY_STEPS, Outgoing, list_key, priority_keys, redis_envelope
 from .pidbox import RedisMailbox
+from .redbeat import RedBeat
+from .redis_states import CeleryRedisStates
 from .results import FailureRecord, ResultStore, glob_escape
 from .workers import WorkerQuestions
 
@@ -51,7 +53,7 @@ PRIORITY_LABELS = ("priority 0-2", "priority 3-5", "priority 6-8", "priority 9")
 _SCRIPTS = {name: Path(__file__).with_name(f"{name}.lua").read_text() for name in ("purge", "requeue")}
 
 
-class CeleryRedisAdapter(CeleryAdapterBase):
+class CeleryRedisAdapter(RedBeat, CeleryRedisStates, CeleryAdapterBase):
     """Celery whose broker is one Redis database."""
 
     def __init__(self, *, backend: str, client: redis.Redis, results_url: str | None = None,
@@ -173,7 +175,7 @@ class CeleryRedisAdapter(CeleryAdapterBase):
                 in_progress=in_progress, scheduled=scheduled, failed=failed, workers=self._consumers(name, workers),
                 oldest_age_seconds=None,
                 details=(*zip(PRIORITY_LABELS, lengths), ("prefetched by workers", prefetched), ("reserved, all queues", unacked)),
-                notes=tuple(notes), partial=not self.index.complete,
+                notes=tuple(notes), partial=not self.index.complete, paused=self.paused(name),
             ))  # fmt: skip
         return stats
 
@@ -199,4 +201,3 @@ def _same_database(a: redis.Redis, b: redis.Redis) -> bool:
         return True
     ka, kb = a.connection_pool.connection_kwargs, b.connection_pool.connection_kwargs
     return all(ka.get(k) == kb.get(k) for k in ("host", "port", "path", "db")) and ka.get("host", ka.get("path")) is not None
-

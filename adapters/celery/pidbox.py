@@ -43,9 +43,12 @@ REPLY_EXCHANGE = "reply.celery.pidbox"
 MAX_REPLY_BYTES = 1024 * 1024
 
 
-def request(method: str, arguments: dict[str, Any], oid: str, destination: list[str] | None) -> dict[str, Any]:
-    return {"method": method, "arguments": arguments, "destination": destination, "pattern": None, "matcher": None,
-            "ticket": str(uuid.uuid4()), "reply_to": {"exchange": REPLY_EXCHANGE, "routing_key": oid}}  # fmt: skip
+def request(method: str, arguments: dict[str, Any], oid: str | None, destination: list[str] | None) -> dict[str, Any]:
+    """A broadcast as kombu's ``Mailbox._publish`` makes it; ``oid`` None: no reply wanted."""
+    message = {"method": method, "arguments": arguments, "destination": destination, "pattern": None, "matcher": None}
+    if oid is not None:
+        message |= {"ticket": str(uuid.uuid4()), "reply_to": {"exchange": REPLY_EXCHANGE, "routing_key": oid}}
+    return message
 
 
 def _merge(replies: dict[str, Any], body: Any) -> None:
@@ -66,17 +69,10 @@ class RedisMailbox:
         reply_queue = f"{self.prefix}{oid}.{REPLY_EXCHANGE}"
         binding = f"{self.prefix}{BINDING_PREFIX}{REPLY_EXCHANGE}"
         member = f"{oid}{SEP}{SEP}{oid}.{REPLY_EXCHANGE}"
-        body = json.dumps(request(method, arguments, oid, destination)).encode()
-        envelope = {
-            "body": base64.b64encode(body).decode("ascii"), "content-encoding": "utf-8", "content-type": CONTENT_TYPE,
-            "headers": {"clock": 1, "expires": time.time() + timeout},
-            "properties": {"delivery_mode": 1, "delivery_info": {"exchange": EXCHANGE, "routing_key": ""},
-                           "priority": 0, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())},
-        }  # fmt: skip
         replies: dict[str, Any] = {}
         self.client.sadd(binding, member)
         try:
-            self.client.publish(f"{self.prefix}/{self.db}.{EXCHANGE}", json.dumps(envelope))
+            self._publish(request(method, arguments, oid, destination), timeout)
             deadline = time.monotonic() + timeout
             while len(replies) < expect and (left := deadline - time.monotonic()) > 0:
                 popped = self.client.brpop([reply_queue], timeout=max(0.05, min(left, 1.0)))
@@ -96,6 +92,21 @@ class RedisMailbox:
                 pipe.delete(reply_queue)
                 pipe.execute()
         return replies
+
+    def send(self, method: str, arguments: dict[str, Any], *, destination: list[str] | None = None,
+             expires: float = 10.0) -> int:  # fmt: skip
+        """Broadcast a command without asking for replies; how many workers' mailboxes received it."""
+        return int(self._publish(request(method, arguments, None, destination), expires))
+
+    def _publish(self, message: dict[str, Any], expires: float) -> int:
+        body = json.dumps(message).encode()
+        envelope = {
+            "body": base64.b64encode(body).decode("ascii"), "content-encoding": "utf-8", "content-type": CONTENT_TYPE,
+            "headers": {"clock": 1, "expires": time.time() + expires},
+            "properties": {"delivery_mode": 1, "delivery_info": {"exchange": EXCHANGE, "routing_key": ""},
+                           "priority": 0, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())},
+        }  # fmt: skip
+        return self.client.publish(f"{self.prefix}/{self.db}.{EXCHANGE}", json.dumps(envelope))
 
 
 class AMQPMailbox:
@@ -133,6 +144,23 @@ class AMQPMailbox:
                     break
             channel.cancel()
         return replies
+
+    def send(self, method: str, arguments: dict[str, Any], *, destination: list[str] | None = None,
+             expires: float = 10.0) -> int:  # fmt: skip
+        """Broadcast a command without asking for replies (publisher-confirmed); 0 when no worker ever
+        declared its mailbox exchange, else 1 (RabbitMQ does not say how many mailboxes it reached)."""
+        with self.rabbit.connection() as conn:
+            channel = conn.channel()
+            try:
+                channel.exchange_declare(EXCHANGE, passive=True)
+            except pika.exceptions.ChannelClosedByBroker:
+                return 0
+            channel = conn.channel()
+            channel.confirm_delivery()
+            properties = pika.BasicProperties(content_type=CONTENT_TYPE, content_encoding="utf-8", delivery_mode=1,
+                                              headers={"clock": 1, "expires": int(time.time() + expires) + 1})  # fmt: skip
+            channel.basic_publish(EXCHANGE, "", json.dumps(request(method, arguments, None, destination)).encode(), properties)
+        return 1
 
 
 def queue_names(reply: Any) -> list[str]:

@@ -66,14 +66,36 @@ HELD_FRESH = 60.0  # an answer older than this is not used
 HELD_KINDS = ("active", "scheduled", "reserved")
 
 
+MAX_HELD_TASKS = 5_000  # tasks kept per worker and kind (an ``inspect scheduled`` reply can be long)
+
+
+@dataclass(frozen=True)
+class HeldTask:
+    """One task a worker said it holds, as its ``request.info()`` describes it."""
+
+    id: str
+    kind: str  # "active" (running) | "scheduled" (held for an ETA or a countdown) | "reserved" (prefetched)
+    worker: str
+    queue: str | None  # the routing key it was delivered with
+    name: str | None
+    args: tuple[Any, ...] | None
+    kwargs: dict[str, Any] | None
+    started: float | None  # time_start (unix time) of a running task
+    eta: str | None  # ISO 8601, for a scheduled one
+    priority: int | None
+    pid: int | None  # the pool process running it
+
+
 @dataclass(frozen=True)
 class Held:
     """What one worker said it holds, per queue: running (``active``), waiting for an ETA or a
-    countdown (``scheduled``), prefetched and not started (``reserved``); ``running`` its task ids."""
+    countdown (``scheduled``), prefetched and not started (``reserved``); ``running`` its task ids;
+    ``tasks`` each of them (at most MAX_HELD_TASKS per kind)."""
 
     at: float  # when it answered (time.time())
     counts: dict[str, dict[str, int]]  # kind -> queue -> tasks
     running: tuple[str, ...]
+    tasks: tuple[HeldTask, ...] = ()
 
 
 def _routing_key(task: Any, kind: str) -> str | None:
@@ -83,20 +105,47 @@ def _routing_key(task: Any, kind: str) -> str | None:
     return queue if isinstance(queue, str) else None
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def held_task(task: Any, kind: str, hostname: str) -> HeldTask | None:
+    """A task of an ``active`` / ``reserved`` reply (``request.info()``), or of a ``scheduled``
+    one (``{"eta", "priority", "request": info}``); None when it is not one."""
+    request = task.get("request") if kind == "scheduled" and isinstance(task, dict) else task
+    if not isinstance(request, dict) or not isinstance(request.get("id"), str) or not request["id"]:
+        return None
+    args, kwargs = request.get("args"), request.get("kwargs")
+    eta = task.get("eta") if kind == "scheduled" else None
+    priority = task.get("priority") if kind == "scheduled" else (request.get("delivery_info") or {}).get("priority")
+    pid = request.get("worker_pid")
+    return HeldTask(
+        id=request["id"], kind=kind, worker=hostname, queue=_routing_key(task, kind),
+        name=request["name"] if isinstance(request.get("name"), str) else None,
+        args=tuple(args) if isinstance(args, list) else None, kwargs=kwargs if isinstance(kwargs, dict) else None,
+        started=_number(request.get("time_start")), eta=eta if isinstance(eta, str) else None,
+        priority=priority if isinstance(priority, int) and not isinstance(priority, bool) else None,
+        pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+    )  # fmt: skip
+
+
 def _held_from(replies: dict[str, dict[str, Any]], hostname: str, at: float) -> Held | None:
     counts: dict[str, dict[str, int]] = {}
     running: list[str] = []
+    tasks: list[HeldTask] = []
     for kind in HELD_KINDS:
         reply = replies[kind].get(hostname)
         if not isinstance(reply, list):
             return None
         found = counts.setdefault(kind, {})
-        for task in reply:
+        for n, task in enumerate(reply):
             queue = _routing_key(task, kind)
             found[queue or "?"] = found.get(queue or "?", 0) + 1
             if kind == "active" and isinstance(task, dict) and isinstance(task.get("id"), str):
                 running.append(task["id"])
-    return Held(at, counts, tuple(running[:100]))
+            if n < MAX_HELD_TASKS and (row := held_task(task, kind, hostname)) is not None:
+                tasks.append(row)
+    return Held(at, counts, tuple(running[:100]), tuple(tasks))
 
 
 class WorkerQuestions:
@@ -109,6 +158,8 @@ class WorkerQuestions:
         # What each worker last said it holds (``inspect active / scheduled / reserved``).
         self.held: dict[str, Held] = {}
         self._held_asked = -1e9
+        # What each worker's ``stats`` said of its pool: {"implementation", "max-concurrency", "processes"...}.
+        self.pools: dict[str, dict[str, Any]] = {}
 
     def ask(self, events: EventState, timeout: float, *, want_conf: bool) -> dict[str, Any]:
         """Ask the workers that are due; record their queues in ``events``. Returns the
@@ -126,6 +177,7 @@ class WorkerQuestions:
             replies = self.mailbox.ask("active_queues", {}, expect=len(due), timeout=timeout, destination=due)
             for hostname, reply in replies.items():
                 events.set_queues(hostname, queue_names(reply))
+            self.ask_pools(due, timeout)
             if want_conf:
                 confs = self.mailbox.ask("conf", {"with_defaults": False}, expect=1, timeout=timeout, destination=due[:1])
             self.error = None
@@ -136,6 +188,17 @@ class WorkerQuestions:
         if len(self._asked) > 2 * len(alive) + 100:
             self._asked = {h: t for h, t in self._asked.items() if now - t < 120}
         return confs
+
+    def ask_pools(self, hostnames: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+        """Ask ``hostnames`` for their ``stats`` and keep what they say of their pool."""
+        replies = self.mailbox.ask("stats", {}, expect=len(hostnames), timeout=timeout, destination=hostnames)
+        for hostname, reply in replies.items():
+            pool = reply.get("pool") if isinstance(reply, dict) else None
+            if isinstance(pool, dict):
+                self.pools[hostname] = pool
+        if len(self.pools) > 2 * len(hostnames) + 1000:
+            self.pools = {h: p for h, p in self.pools.items() if h in replies}
+        return {h: self.pools[h] for h in hostnames if h in self.pools}
 
     def ask_held(self, events: EventState, timeout: float, every: float = HELD_EVERY) -> None:
         """Ask the live workers which tasks they run, hold for an ETA and prefetched, at most every ``every`` s."""
@@ -161,6 +224,12 @@ class WorkerQuestions:
                 self.held[hostname] = held
             else:  # busy (a solo pool answers between tasks) or gone: what it said before is not now
                 self.held.pop(hostname, None)
+
+    def tasks(self, alive: list[str], kinds: tuple[str, ...]) -> tuple[list[HeldTask], list[str]]:
+        """The tasks of ``kinds`` the ``alive`` workers said they hold (fresh answers only), and
+        the workers without a fresh answer."""
+        fresh, missing = self.answers(alive)
+        return [t for h in sorted(fresh) for t in fresh[h].tasks if t.kind in kinds], missing
 
     def answers(self, alive: list[str]) -> tuple[dict[str, Held], list[str]]:
         """The fresh answers of the ``alive`` workers, and which of them have none."""

@@ -27,7 +27,10 @@ from queuewatch.adapters.rabbitmq.dead_letters import WINDOW, DeadLetterQueue, R
 from queuewatch.adapters.rabbitmq.management import QueueInfo, consumer_connections, rate_details
 
 from . import messages as dramatiq
+from .control import DramatiqControl
 from .rabbit_states import DramatiqRabbitJobStates
+from .timings import DramatiqTimings
+from .workers import connection_names, rabbit_workers
 
 if TYPE_CHECKING:
     from queuewatch.adapters.backends import RabbitBackend
@@ -62,7 +65,7 @@ def _message_id(delivery: Delivery) -> str:
     return dramatiq.message_id_of(delivery.body) or message_identity(delivery)
 
 
-class DramatiqRabbitAdapter(DramatiqRabbitJobStates, Adapter):
+class DramatiqRabbitAdapter(DramatiqTimings, DramatiqControl, DramatiqRabbitJobStates, Adapter):
     """Dramatiq's RabbitMQ broker on one vhost."""
 
     walk_page = WINDOW  # every page of dead letters re-reads the window: walk it in one
@@ -98,7 +101,9 @@ class DramatiqRabbitAdapter(DramatiqRabbitJobStates, Adapter):
         return [name for name in sorted(names) if all(counts.get(q) is not None for q in _trio(name))]
 
     def _dlq(self, queue: str) -> DeadLetterQueue:
-        return DeadLetterQueue(self.rabbit, f"{queue}.XQ", identify=_message_id, limit=self.inspect_limit)
+        # A requeue publishes to the queue itself (``requeue``), whichever of Q and Q.DQ the message died in.
+        return DeadLetterQueue(self.rabbit, f"{queue}.XQ", identify=_message_id, limit=self.inspect_limit,
+                               requeue_to=lambda _delivery: queue)  # fmt: skip
 
     # -- reads -------------------------------------------------------------
 
@@ -148,12 +153,9 @@ class DramatiqRabbitAdapter(DramatiqRabbitJobStates, Adapter):
             return []
         names = dramatiq_queues([q.name for q in listing or ()], listing)
         shown = {q: name for name in names for q in _trio(name)[:2]}
-        return [
-            Worker(backend=self.backend, system=self.system, name=connection, hostname=entry["host"], pid=None,
-                   queues=tuple(sorted(entry["queues"])), state="consuming", alive=True, last_heartbeat=None,
-                   current_job=None)
-            for connection, entry in sorted(consumer_connections(consumers, shown).items())
-        ]  # fmt: skip
+        # One row per process where its connections are named, else per client host (``workers``).
+        return rabbit_workers(self.backend, self.system, consumer_connections(consumers, shown),
+                              connection_names(self.rabbit.management))  # fmt: skip
 
     def inspects(self, queue: str) -> bool:
         return True  # its failed list is Q.XQ, read from the head

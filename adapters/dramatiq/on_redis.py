@@ -36,9 +36,12 @@ from queuewatch.adapters.rabbitmq.dead_letters import parse_offset
 from queuewatch.adapters.redis_errors import redis_errors
 
 from . import messages as dramatiq
+from .control import DramatiqControl
 from .discovery import MAX_QUEUES as MAX_DISCOVERED
 from .discovery import QueueDiscovery
 from .redis_states import DramatiqRedisJobStates
+from .timings import DramatiqTimings
+from .workers import REDIS_RECORDS
 
 CHUNK = 500  # messages per Lua call
 SCAN_KEYS = 20_000  # keys a snapshot's discovery SCAN may walk before answering
@@ -53,7 +56,7 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-class DramatiqRedisAdapter(DramatiqRedisJobStates, Adapter):
+class DramatiqRedisAdapter(DramatiqTimings, DramatiqControl, DramatiqRedisJobStates, Adapter):
     """Dramatiq's Redis broker on one Redis database."""
 
     system = "dramatiq"
@@ -131,6 +134,7 @@ class DramatiqRedisAdapter(DramatiqRedisJobStates, Adapter):
         now_ms = time.time() * 1000
         alive = {w: now_ms - score < self.heartbeat_timeout_ms for w, score in beats}
         holding: dict[str, list[str]] = {w: [] for w, _ in beats}
+        held_by: dict[str, int] = {w: 0 for w, _ in beats}  # messages each worker holds (running or prefetched)
         stats = []
         partial = () if self._discovery.complete else (
             "Still discovering queues (an incremental SCAN of this Redis database): more may appear.",)  # fmt: skip
@@ -141,6 +145,7 @@ class DramatiqRedisAdapter(DramatiqRedisJobStates, Adapter):
             by_dead = sum(q for (w, _), (q, _d) in zip(beats, held) if not alive[w])
             serving = 0
             for (worker, _), (q, d) in zip(beats, held):
+                held_by[worker] += q + d
                 if q or d:
                     holding[worker].append(name)
                     serving += alive[worker]
@@ -158,7 +163,9 @@ class DramatiqRedisAdapter(DramatiqRedisJobStates, Adapter):
             Worker(backend=self.backend, system=self.system, name=worker, hostname=None, pid=None,
                    queues=tuple(holding[worker]),
                    state=("busy" if holding[worker] else "idle") if alive[worker] else "dead", alive=alive[worker],
-                   last_heartbeat=dramatiq.ms_time(score), current_job=None)
+                   last_heartbeat=dramatiq.ms_time(score), current_job=None,
+                   details=((("holding", f"{held_by[worker]:,} message{'' if held_by[worker] == 1 else 's'}, running or prefetched"),)
+                            if held_by[worker] else ()) + (("note", REDIS_RECORDS),))
             for worker, score in beats
         ]  # fmt: skip
         return stats, workers

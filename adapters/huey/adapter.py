@@ -44,6 +44,7 @@ from queuewatch.adapters.failure_index import expiry, failed_page
 from queuewatch.adapters.redis_errors import redis_errors
 
 from . import keys
+from .timings import HueyTimings
 from .index import MAX_DECODE_BYTES, HueyFailure, HueyFailures
 from .messages import (PREFIX_BYTES, REVOKE_FOREVER, HueyMessage, head_of, is_error_head, peek_id,
                        read_error, read_message, read_revoke, with_eta)  # fmt: skip
@@ -62,7 +63,7 @@ WORKERS_UNKNOWN = "Huey keeps no registry of its consumers: how many run is unkn
 _SCRIPTS = {name: Path(__file__).with_name(f"{name}.lua").read_text() for name in ("members", "moves")}
 
 
-class HueyAdapter(Adapter):
+class HueyAdapter(HueyTimings, Adapter):
     """Huey's Redis storages on one Redis database."""
 
     system = "huey"

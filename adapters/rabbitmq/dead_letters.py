@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import pika
@@ -30,7 +30,7 @@ import pika.exceptions
 from queuewatch.adapters.base import ALL, ActionResult, FailedJob, Inspection, JobDetail, Page, Selection, Tally
 from queuewatch.adapters.errors import NotFound, Unsupported
 
-from .amqp import ConfirmedPublisher, Delivery, Held, amqp_errors, peek, server_version
+from .amqp import ConfirmedPublisher, Delivery, Held, amqp_errors, origin_queue, peek, server_version
 
 if TYPE_CHECKING:
     from queuewatch.adapters.backends import RabbitBackend
@@ -63,6 +63,18 @@ class Window:
         return self.ready > len(self.items)
 
 
+# The detail that names where a requeue publishes a dead letter: the queue it last died in (x-death),
+# as every AMQP adapter's requeue plans it. The job page's confirmation names it (app/views/pages.py).
+REQUEUE_TO = "requeue goes to"
+
+
+def with_destination(job: JobDetail, destination: str | None) -> JobDetail:
+    """``job`` with the queue a requeue sends it to first among its details (empty: it cannot be requeued)."""
+    if any(label == REQUEUE_TO for label, _ in job.details):
+        return job
+    return replace(job, details=((REQUEUE_TO, destination or ""), *job.details))
+
+
 def message_identity(delivery: Delivery) -> str:
     """A plain RabbitMQ message's id: its ``message_id`` property, else a digest of
     its body and properties (stable while it sits in the queue)."""
@@ -79,11 +91,13 @@ class DeadLetterQueue:
     """One dead-letter queue of a RabbitMQ vhost, read and moved over AMQP."""
 
     def __init__(self, rabbit: RabbitBackend, queue: str, *, identify: Callable[[Delivery], str] = message_identity,
-                 limit: int = WINDOW) -> None:  # fmt: skip
+                 limit: int = WINDOW, requeue_to: Callable[[Delivery], str | None] | None = None) -> None:  # fmt: skip
         self.rabbit = rabbit
         self.queue = queue
         self.identify = identify
         self.limit = limit
+        # Where the adapter's requeue publishes a message (its ``plan``): by default the queue it last died in.
+        self.requeue_to = requeue_to or (lambda delivery: origin_queue(delivery.properties.headers))
 
     def _named(self, deliveries: Iterable[Delivery]) -> Iterator[tuple[str, Delivery]]:
         """(id, message) in queue order; the second of two identical messages is "ID~2"."""
@@ -114,7 +128,7 @@ class DeadLetterQueue:
             delivery = by_id.get(job_id)
             if delivery is None:
                 raise NotFound(f"no message {job_id!r} among the {len(window.items):,} read from RabbitMQ queue {self.queue!r}")
-            return detail(window, job_id, delivery)
+            return with_destination(detail(window, job_id, delivery), self.requeue_to(delivery))
 
         more = list(notes)
         if window.truncated:

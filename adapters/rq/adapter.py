@@ -23,17 +23,19 @@ from typing import Any
 
 import redis
 
-from queuewatch.adapters.base import (ALL, STATES, ActionResult, Adapter, FailedJob, Job, JobDetail, Option, Page, QueueStats,
+from queuewatch.adapters.base import (ALL, STATES, ActionResult, Adapter, FailedJob, Job, JobDetail, Option, Page, Periodic, QueueStats,
                                       Selection, Tally, Worker, chunks, unique)  # fmt: skip
 from queuewatch.adapters.errors import NotFound
 from queuewatch.adapters.redis_errors import redis_errors
 
+from .control import RQControl
 from .detail import read_detail
 from .jobs import EPOCH, format_time, int_of, parse_time, split_member, text_of
 from .keys import REGISTRIES, Keys
-from .periodic import read_cron, read_groups
+from .periodic import cron_periodic, read_cron, read_groups
 from .rows import RowReader, failed_row
 from .states import StateLists
+from .timings import RQTimings
 from .values import CronSchedules, Groups
 
 CHUNK = 1000  # ids per Lua call: a few ms of Redis time each
@@ -51,7 +53,7 @@ GROUPS_PAGE = 100  # groups per call at most
 GROUP_JOBS = 100  # jobs read per group at most
 
 
-class RQAdapter(Adapter):
+class RQAdapter(RQTimings, RQControl, Adapter):
     """RQ on one Redis database."""
 
     system = "rq"
@@ -90,6 +92,7 @@ class RQAdapter(Adapter):
             names = {key.decode("utf-8", "replace").removeprefix(self.keys.queue_prefix) for key in queue_keys}
             names.update(q for w in workers for q in w.queues)
             stats = self._read_queues(sorted(names)[: MAX_QUEUES + MAX_WORKERS], workers)
+        self.known_queues = tuple(sorted(names))  # what the sampler's other reads go by (timings): no second SMEMBERS
         return stats, workers
 
     def _members(self, key: bytes, cap: int, what: str) -> set[bytes]:
@@ -317,6 +320,13 @@ class RQAdapter(Adapter):
         latest jobs; bounded (``periodic``)."""
         with redis_errors():
             return read_cron(self.client, self.keys)
+
+    def periodic(self) -> list[Periodic]:
+        """RQ's cron jobs as periodic work: the schedule its scheduler registered, the last run
+        and its outcome (the status of the job it enqueued last), and the next run."""
+        if not self.client.exists(self.keys.cron_jobs, self.keys.cron_schedulers):
+            return []  # no cron here: one command per sample
+        return [cron_periodic(self.backend, self.system, job) for job in self.cron().jobs]
 
     def groups(self, limit: int = GROUPS_PAGE, jobs_per_group: int = GROUP_JOBS) -> Groups:
         """Job groups by name, each with up to ``jobs_per_group`` jobs and where they are."""

@@ -25,6 +25,8 @@ from queuewatch.adapters.decoding.tracebacks import clip
 
 from .jobs import STATE_OF_STATUS, int_of, parse_time, text_of, unix_time
 from .keys import Keys
+from queuewatch.adapters.periodic import Periodic, every
+
 from .values import CronJob, CronRun, CronScheduler, CronSchedules, GroupJob, Groups, JobGroup
 
 MAX_SCHEDULERS = 100
@@ -191,3 +193,27 @@ def _text(value: Any) -> str:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+OUTCOME_OF_STATUS = {"finished": "succeeded", "failed": "failed", "stopped": "failed", "canceled": "failed",
+                     "started": "running", "queued": "waiting", "scheduled": "waiting", "deferred": "waiting"}  # fmt: skip
+
+
+def cron_periodic(backend: str, system: str, job: CronJob) -> Periodic:
+    """One cron job as the periodic page and the lateness alerts see it."""
+    interval: float | None = job.interval_seconds
+    learned = False
+    if interval is None and job.cron and job.last_run_at and job.next_run_at and job.next_run_at > job.last_run_at:
+        interval, learned = (job.next_run_at - job.last_run_at).total_seconds(), True  # a cron expression's gap now
+    schedule = f"cron {job.cron}" if job.cron else every(interval) if interval else "unknown schedule"
+    latest = job.recent[0] if job.recent else None
+    outcome = OUTCOME_OF_STATUS.get(_str(latest.status) or "") if latest else None
+    notes = []
+    if job.scheduler is None:
+        notes.append("No live cron scheduler runs it now: known from its past runs only.")
+    if learned:
+        notes.append("Interval taken from its last and next run.")
+    return Periodic(backend=backend, system=system, queue=job.queue, name=job.name, function=job.function, schedule=schedule,
+                    interval_seconds=interval, last_run=job.last_run_at, last_outcome=outcome, next_run=job.next_run_at,
+                    runner=f"rq cron scheduler {job.scheduler}" if job.scheduler else None,
+                    source="rq:cron_jobs and its scheduler's registration", runs=job.runs, notes=tuple(notes))  # fmt: skip

@@ -50,6 +50,8 @@ CONDITIONS = {
     "max_oldest_age_seconds": Condition("max_oldest_age_seconds", "oldest_age_seconds", True, "oldest waiting job (s)"),
     "min_workers": Condition("min_workers", "workers", False, "workers"),
     "max_new_failures": Condition("max_new_failures", "new_failures", True, "new failures per window"),
+    "max_periodic_lateness": Condition("max_periodic_lateness", "periodic_lateness", True,
+                                       "intervals since a periodic task last ran"),
 }
 
 
@@ -64,6 +66,7 @@ class Rule:
     min_workers: int | None = None
     max_new_failures: int | None = None
     failures_window_seconds: float = 300
+    max_periodic_lateness: float | None = None  # a periodic task of the queue did not run for this many intervals
 
     @property
     def key(self) -> str:
@@ -119,10 +122,11 @@ def parse_rule(backend: str, system: str, queue: str, body: Mapping[str, Any]) -
         min_workers=number("min_workers", whole=True),
         max_new_failures=number("max_new_failures", whole=True),
         failures_window_seconds=number("failures_window_seconds", default=300) or 300,
+        max_periodic_lateness=number("max_periodic_lateness"),
     )  # fmt: skip
     if not rule.thresholds():
-        raise ValueError("a rule needs at least one threshold: max_depth, max_oldest_age_seconds, min_workers "
-                         "or max_new_failures")  # fmt: skip
+        raise ValueError("a rule needs at least one threshold: max_depth, max_oldest_age_seconds, min_workers, "
+                         "max_new_failures or max_periodic_lateness")  # fmt: skip
     return rule
 
 
@@ -137,6 +141,8 @@ def summary(rule: Rule, duration: Callable[[float], str] = lambda s: f"{s:g}s") 
         parts.append(f"fewer than {rule.min_workers:,} worker{'s' if rule.min_workers != 1 else ''}")
     if rule.max_new_failures is not None:
         parts.append(f"more than {rule.max_new_failures:,} new failures in {duration(rule.failures_window_seconds)}")
+    if rule.max_periodic_lateness is not None:
+        parts.append(f"a periodic task without a run for {rule.max_periodic_lateness:g}x its interval")
     return ", ".join(parts) + f" for {duration(rule.for_seconds)}"
 
 
@@ -291,6 +297,7 @@ class Reading:
     backend_up: bool = True
     partial: bool = False  # the failed count is still being learned (after a restart): nothing in it is new
     workers_unknown: str | None = None  # why workers is None where the system usually knows
+    periodic_lateness: float | None = None  # intervals its most overdue periodic task has gone without a run
 
 @dataclass
 class FailureWindow:
@@ -337,6 +344,7 @@ def evaluate(rules: Iterable[Rule], readings: Iterable[Reading], alerts: Mapping
             "depth": reading.depth,
             "oldest_age_seconds": reading.oldest_age_seconds,
             "workers": reading.workers,
+            "periodic_lateness": reading.periodic_lateness,
             "new_failures": failures.new_failures(reading, now, int(rule.failures_window_seconds * 1000))
             if rule.max_new_failures is not None else None,
         }  # fmt: skip

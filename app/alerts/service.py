@@ -168,7 +168,7 @@ class AlertService:
         before = {key: alerts.alert_from_json(text) for key, text in stored.items()}
         up = {b.name: b.status == "up" for b in snapshot.backends}
         readings = [alerts.Reading(q.backend, q.system, q.name, q.depth, q.oldest_age_seconds, q.workers, q.failed,
-                                   up.get(q.backend, True), q.partial, q.workers_unknown)
+                                   up.get(q.backend, True), q.partial, q.workers_unknown, q.periodic_lateness)
                     for q in snapshot.queues]  # fmt: skip
         readings += [alerts.Reading(name, "", "", None, None, None, None, False) for name, ok in up.items() if not ok]
         after, moves = alerts.evaluate(self.rules(), readings, before, now, self.failures)

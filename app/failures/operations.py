@@ -89,6 +89,11 @@ class Operation:
     ended_by: str | None = None  # who cancelled or discarded it
     runner: str | None = None  # the process working on it
     resumed: int = 0  # how many times another runner took over mid-way
+    # Learned while counting: the jobs matched per target (same order as ``targets``), and for a
+    # group (a fingerprint) the cause its jobs share, as words: {"function": ..., "error_type": ...}.
+    matched: tuple[int, ...] | None = None
+    cause: dict[str, str] | None = None
+    finished: float | None = None  # when it ended (done, cancelled, discarded)
 
     @property
     def active(self) -> bool:
@@ -103,14 +108,40 @@ class Operation:
         return 100.0 * self.processed / self.total if self.total else 100.0
 
     @property
+    def touched(self) -> tuple[Target, ...]:
+        """The queues it acts on: once counted, those with matching jobs; before, every target."""
+        if self.matched is None or len(self.matched) != len(self.targets):
+            return self.targets
+        return tuple(t for t, n in zip(self.targets, self.matched) if n)
+
+    @property
+    def counted(self) -> bool:
+        return self.matched is not None or self.state not in ("counting", "cancelled")
+
+    @property
     def selection(self) -> str:
-        """How a person would name what the operation acts on."""
+        """What the operation acts on, in words: "71 jobs failing with UpstreamTimeout in rq_tasks.fetch, 9 queues"."""
         flt = Filter.from_args(self.filter)
-        where = "/".join(self.targets[0]) if len(self.targets) == 1 else f"{len(self.targets)} queues"
+        one = self.counted and self.total == 1
+        count = f"{self.total:,} " if self.counted else ""
         if not flt.active:
-            return f"all failed jobs of {where}"
-        parts = [f"{k}={v!r}" for k, v in flt.args().items()]
-        return f"failed jobs of {where} where {', '.join(parts)}"
+            head = f"all {count}failed job{'' if one else 's'}"
+        else:
+            words = _filter_words(flt, self.cause)
+            noun = "job" if words and words[0].startswith("failing with") else "failed job"
+            head = f"{count}{noun}{'' if one else 's'} {' '.join(words)}"
+        if len(self.targets) == 1:
+            backend, system, queue = self.targets[0]
+            return f"{head}, queue {queue} ({system} on {backend})" if flt.active else f"{head} of {queue} ({system} on {backend})"
+        if self.counted:
+            n = len(self.touched)
+            return f"{head}, {n:,} queue{'' if n == 1 else 's'}"
+        return f"{head}, up to {len(self.targets):,} queues"
+
+    @property
+    def title(self) -> str:
+        """The operation as one sentence: "Requeue 71 jobs failing with UpstreamTimeout in rq_tasks.fetch, 9 queues"."""
+        return f"{self.action.capitalize()} {self.selection}"
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -125,11 +156,33 @@ class Operation:
     def loads(cls, text: str) -> Operation:
         data = json.loads(text)
         data["targets"] = tuple(tuple(t) for t in data["targets"])
+        if isinstance(data.get("matched"), list):
+            data["matched"] = tuple(data["matched"])
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
+
+
+def _filter_words(flt: Filter, cause: dict[str, str] | None) -> list[str]:
+    """A filter as an operator says it: "failing with Timeout in tasks.fetch, matching 'invoice'"."""
+    words = []
+    error_type = flt.exception or (cause or {}).get("error_type")
+    function = flt.function or (cause or {}).get("function")
+    if flt.group and not (cause or {}).get("error_type") and not (cause or {}).get("function"):
+        words.append(f"of one cause (group {flt.group[:8]}…)")
+    if error_type:
+        words.append(f"failing with {error_type}")
+    if function:
+        words.append(f"in {function}")
+    if flt.text:
+        words.append(f"matching {flt.text!r}")
+    if flt.since:
+        words.append(f"failed since {flt.since:%Y-%m-%d %H:%M} UTC")
+    if flt.until:
+        words.append(f"failed before {flt.until:%Y-%m-%d %H:%M} UTC")
+    return words
 
 
 class OperationError(ValueError):
@@ -166,8 +219,8 @@ class Operations:
         return [Operation.loads(text) for text in self.store.operations(limit)]
 
     def touching(self, backend: str, system: str, queue: str, limit: int = 50) -> list[Operation]:
-        """Recent operations on one queue, for its page."""
-        return [op for op in self.recent(limit) if (backend, system, queue) in op.targets]
+        """Recent operations on one queue, for its page: once counted, only those that matched jobs of it."""
+        return [op for op in self.recent(limit) if (backend, system, queue) in op.touched]
 
     def create(self, action: str, targets: Sequence[Target], flt: Filter, user: str) -> Operation:
         """Start counting. An identical request still counting or waiting gets that operation back."""
@@ -211,7 +264,7 @@ class Operations:
         if not op.active:
             return op
         if op.state == "ready":  # nobody works on it: end it here
-            op = self._save(replace(op, state="cancelled", ended_by=user))
+            op = self._save(replace(op, state="cancelled", ended_by=user, finished=time.time()))
             self.store.drop_operation_ids(op.id)
             audit.record(f"{op.action} (bulk): discard", **_where(op), user=user, role=None, store=self.store,
                          result=f"operation {op.id}: not confirmed")  # fmt: skip

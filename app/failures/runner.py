@@ -131,7 +131,7 @@ class Runner:
         who = self.ops.cancelled_by(op.id)
         if who is None:
             return False
-        self.ops._save(replace(op, state="cancelled", ended_by=who, error=None))
+        self.ops._save(replace(op, state="cancelled", ended_by=who, error=None, finished=time.time()))
         self.ops.store.drop_operation_ids(op.id)
         audit.record(f"{op.action} (bulk): cancel", **_where(op), affected=op.affected, user=who, role=None,
                      store=self.ops.store, result=f"operation {op.id}: cancelled after {op.processed:,} of "
@@ -143,9 +143,11 @@ class Runner:
         """Walk every target's failed list and store the ids the selection covers."""
         flt = Filter.from_args(op.filter)
         counter = _Counter(self.ops, op.id)
-        op = replace(op, examined=0, listed=None, total=0, chunks=0, error=None)
+        op = replace(op, examined=0, listed=None, total=0, chunks=0, error=None, matched=None, cause=None)
         listed: int | None = 0
         last_save = 0.0
+        matched = [0] * len(op.targets)
+        cause: dict[str, str] | None = None
         for n, (backend, system, queue) in enumerate(op.targets):
             adapter = self.ops.monitor.adapter(backend, system)
             cursor: str | None = None
@@ -154,8 +156,11 @@ class Runner:
             while True:
                 if flt.active:
                     page = adapter.failed(queue, adapter.walk_page, cursor)
-                    ids = [job.id for job in page.items if flt.matches(job)]
+                    hits = [job for job in page.items if flt.matches(job)]
+                    ids = [job.id for job in hits]
                     seen = [job.id for job in page.items]
+                    if flt.group and cause is None and hits:  # a group's jobs share a function and an exception type
+                        cause = {k: v for k, v in (("function", hits[0].function), ("error_type", hits[0].error_type)) if v}
                 else:
                     id_page = adapter.failed_ids(queue, max(self.ops.chunk, adapter.walk_page), cursor)
                     page, ids = id_page, list(id_page.items)  # type: ignore[assignment]
@@ -163,7 +168,9 @@ class Runner:
                 if first:
                     listed = None if listed is None or page.total is None else listed + page.total
                     first = False
-                counter.add(n, [i for i in ids if i not in previous])
+                fresh = [i for i in ids if i not in previous]
+                matched[n] += len(fresh)
+                counter.add(n, fresh)
                 previous = set(seen)
                 op = replace(op, examined=op.examined + len(seen), listed=listed, total=counter.total + len(counter.buffer))
                 cursor = page.next_cursor
@@ -179,7 +186,7 @@ class Runner:
         if self._cancelled(op):
             return
         self._renew(op)
-        self.ops._save(replace(op, state="ready", total=counter.total, chunks=counter.chunks))
+        self.ops._save(replace(op, state="ready", total=counter.total, chunks=counter.chunks, matched=tuple(matched), cause=cause))
 
     def _execute(self, op: Operation) -> None:
         """Act on the stored ids, chunk after chunk, from the first not recorded as done."""
@@ -202,7 +209,7 @@ class Runner:
             op = self.ops._save(replace(op, done_chunks=op.done_chunks + 1, processed=op.processed + len(ids)))
             if self.on_chunk is not None:
                 self.on_chunk(op)
-        op = self.ops._save(replace(op, state="done"))
+        op = self.ops._save(replace(op, state="done", finished=time.time()))
         self.ops.store.drop_operation_ids(op.id)
         self.ops.monitor.changed()
         audit.record(f"{op.action} (bulk): done", **_where(op), affected=op.affected, user=op.confirmed_by or op.user,

@@ -205,6 +205,7 @@ class Grouping:
 
 def _merge(old: Group, new: Group) -> Group:
     """One group from the same fingerprint's groups of two parts of the failed lists."""
+
     def pick(a: datetime | None, b: datetime | None, first: bool) -> datetime | None:
         if a is None or b is None:
             return a or b

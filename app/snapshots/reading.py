@@ -33,11 +33,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import TypeVar
 
 from queuewatch.adapters.backends import Backend
-from queuewatch.adapters.base import QueueStats, Worker
+from queuewatch.adapters.base import Adapter, QueueStats, Worker
 from queuewatch.adapters.errors import AdapterError, BackendUnavailable
+from queuewatch.adapters.periodic import worst_lateness
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,12 +86,26 @@ def read_backend(backend: Backend) -> Part:
             log.exception("reading %s on %s failed", adapter.system, backend.name)
             errors.append(f"{adapter.label}: {type(exc).__name__}: {exc}")
             continue
-        queues += system_queues
+        queues += _with_lateness(adapter, system_queues)
         workers += system_workers
     systems = tuple(a.system for a in adapters)
     status = _status(backend, "up", "; ".join(errors) or None, systems, started)
     extra = tuple(note for a in adapters for note in a.notes())
     return (replace(status, notes=status.notes + extra) if extra else status), queues, workers
+
+
+def _with_lateness(adapter: Adapter, queues: list[QueueStats]) -> list[QueueStats]:
+    """The queues with how many intervals their periodic tasks have gone without a run (for the
+    "did not run for N x its interval" alerts), where the system records periodic work."""
+    if type(adapter).periodic is Adapter.periodic:
+        return queues
+    try:
+        worst = worst_lateness(adapter.periodic(), datetime.now(timezone.utc))
+    except Exception as exc:  # the counts stand without it
+        log.warning("reading periodic work of %s failed: %s", adapter.label, exc)
+        return queues
+    return [replace(q, periodic_lateness=worst[(q.backend, q.system, q.name)])
+            if (q.backend, q.system, q.name) in worst else q for q in queues]  # fmt: skip
 
 
 def _status(backend: Backend, status: str, error: str | None, systems: tuple[str, ...], started: float) -> BackendStatus:

@@ -40,6 +40,7 @@ class Sampler:
         self.store = store
         self.recorder = recorder
         self.listeners: list[Callable[[Snapshot], None]] = []
+        self.collectors: list[Callable[[int], object]] = []  # per-function timings (issue 18): run with the recording
         self.holder = self._new_holder_id()
         self.holding = False
         self._store_error: str | None = None
@@ -52,6 +53,10 @@ class Sampler:
 
     def on_snapshot(self, listener: Callable[[Snapshot], None]) -> None:
         self.listeners.append(listener)
+
+    def on_tick(self, collect: Callable[[int], object]) -> None:
+        """``collect(t)`` on every tick of the lease holder, after the history is recorded."""
+        self.collectors.append(collect)
 
     def start(self) -> None:
         if self._thread is None:
@@ -109,6 +114,11 @@ class Sampler:
                 self.recorder.record(snapshot, t)
             except Exception as exc:
                 log.warning("recording history failed: %s", exc)
+            for collect in self.collectors:
+                try:
+                    collect(t)
+                except Exception as exc:
+                    log.warning("collecting %s failed: %s", getattr(collect, "__qualname__", collect), exc)
         for listener in self.listeners:
             try:
                 listener(snapshot)

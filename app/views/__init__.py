@@ -29,7 +29,8 @@ def recorder() -> Recorder:
 
 def init_app(app: Flask) -> None:
     """Template helpers, every blueprint, and the error answers."""
-    from . import alerts, api, audit, auth, errors, health, jinja, jobs, metrics, openapi, operations, pages, paths, triage
+    from . import alerts, api, audit, auth, control, errors, health, jinja, jobs, metrics, openapi, operations, pages, paths, triage
+    from . import functions, periodic
 
     app.url_map.converters["segment"] = paths.SegmentConverter
     app.wsgi_app = paths.RawSegments(app.wsgi_app)  # type: ignore[method-assign]
@@ -39,6 +40,14 @@ def init_app(app: Flask) -> None:
         app.register_blueprint(blueprint)
     app.register_blueprint(jobs.api, name="api.jobs")  # named into api.* and pages.*: the same roles
     app.register_blueprint(jobs.bp, name="pages.jobs")
+    app.register_blueprint(periodic.api, name="api.periodic")  # periodic work (issue 20): reads only
+    app.register_blueprint(periodic.bp, name="pages.periodic")
+    functions.init_app(app)  # per-function metrics (issue 18): API, page, and the sampler's tick
+    app.register_blueprint(control.api, name="api.control")
+    app.register_blueprint(control.bp, name="pages.control")
+    # Worker commands: a name no policy row matches, so they need admin.
+    app.register_blueprint(control.admin_api, name="control_admin_api")
+    app.register_blueprint(control.admin, name="control_admin")
     errors.init_app(app)
 
     @app.before_request

@@ -74,7 +74,8 @@ def parse_rule(backend: str, system: str, queue: str, body: dict) -> alerts.Rule
 
 
 def _form_fields() -> dict:
-    fields = ("max_depth", "for_seconds", "max_oldest_age_seconds", "min_workers", "max_new_failures", "failures_window_seconds")
+    fields = ("max_depth", "for_seconds", "max_oldest_age_seconds", "min_workers", "max_new_failures", "failures_window_seconds",
+              "max_periodic_lateness")
     return {name: request.form.get(name, "").strip() for name in fields}
 
 

@@ -19,7 +19,7 @@ from flask import Blueprint, Response, flash, g, jsonify, redirect, render_templ
 
 from queuewatch.adapters.base import ALL, STATES, ActionResult, Adapter, FailedJob, Job, JobDetail, Page
 from queuewatch.adapters.errors import AdapterError, BackendUnavailable, Interrupted, NotFound, Unsupported
-from queuewatch.failures import triage
+from queuewatch.failures import actions, triage
 from queuewatch.failures.inspections import Held
 from queuewatch.security import audit
 from queuewatch.snapshots.monitor import Monitor
@@ -143,7 +143,7 @@ def move(backend: str, system: str, queue: str, action: str, ids: list[str]) -> 
         raise
     finally:
         mon.changed()
-    audit.record(audited, **where, affected=result.affected)
+    audit.record(audited, **where, affected=result.affected, result=actions.outcome(result))
     return result
 
 

@@ -81,6 +81,12 @@ def index() -> Response:
                        snapshot=monitor().snapshot())  # fmt: skip
 
 
+@bp.get("/operations/active")
+def active() -> Response:
+    """The navigation's count of active operations (a fragment that refreshes itself)."""
+    return htmx.render("partials/active_ops.html", "partials/active_ops.html")
+
+
 @bp.get("/operations/<op_id>")
 def show(op_id: str) -> Response:
     return htmx.render("operation.html", "partials/operation.html", op=operations().get(op_id), snapshot=monitor().snapshot())

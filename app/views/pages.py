@@ -7,16 +7,20 @@ Actions are POST forms (CSRF-protected) that redirect back with a message.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 
-from queuewatch.adapters.base import ALL
-from queuewatch.adapters.errors import BackendUnavailable, Interrupted, StoreUnavailable
+from queuewatch.adapters.base import ALL, JobDetail
+from queuewatch.adapters.decoding import payload
+from queuewatch.adapters.errors import AdapterError, BackendUnavailable, Interrupted, NotFound, StoreUnavailable
 from queuewatch.failures import actions, triage
 
 from . import htmx, monitor
 from . import listing as listing_model
 from .failed_lists import failed_view, held_inspection, run_inspection
-from .params import page_limit, safe_next
+from .params import BadRequest, page_limit, safe_next
 
 bp = Blueprint("pages", __name__)
 QUEUE = "/queues/<backend>/<system>/<segment:queue>"
@@ -89,9 +93,81 @@ def job(backend: str, system: str, queue: str, job_id: str) -> Response | str:
         if held is None:
             warning = monitor().call(backend, lambda: adapter.inspection_warning(queue))
             return render_template("inspect_first.html", job_id=job_id, warning=warning, **context)
-        return render_template("job.html", job=held.inspection.detail(job_id), held=held, **context)
+        detail = held.inspection.detail(job_id)
+        return render_template("job.html", job=detail, held=held, offer=actions.offer(detail, (), backend=backend, system=system, inspected=True),
+                               requeue_to=requeue_destination(detail, queue), **context)  # fmt: skip
     detail = monitor().call(backend, lambda: adapter.job(queue, job_id))
-    return render_template("job.html", job=detail, held=None, **context)
+    offer = actions.offer(detail, context["snapshot"].workers, backend=backend, system=system)
+    return render_template("job.html", job=detail, held=None, offer=offer, requeue_to=requeue_destination(detail, queue), **context)
+
+
+# The detail a dead letter's adapter names the queue its requeue publishes to with
+# (adapters/rabbitmq/dead_letters.py REQUEUE_TO); other jobs go back to their own queue.
+REQUEUE_TO = "requeue goes to"
+
+
+def requeue_destination(job: JobDetail, queue: str) -> str | None:
+    """The queue a requeue of ``job`` sends it to; None when it cannot be known (a dead letter with no x-death)."""
+    for label, value in job.details:
+        if label == REQUEUE_TO:
+            return value or None
+    return None if job.status == "in a dead-letter queue" else queue
+
+
+# Long values (a 20,000-character argument) are cut on the page and shown in full on request, bounded too.
+CUT_CHARS = 1_000  # characters of one value shown on a job's page
+FULL_CHARS = 1_000_000  # characters of one value "show all" renders (the adapter bounds what it decodes)
+
+
+@dataclass(frozen=True)
+class Cut:
+    text: str
+    cut: bool  # the value is longer than ``text`` shows
+
+
+@bp.app_template_filter("cut")
+def cut(value: Any, limit: int = CUT_CHARS) -> Cut:
+    """A decoded value rendered as at most ``limit`` characters (as ``display`` renders it), and whether it was cut."""
+    return cut_text(payload.render(value, limit=limit + 1), limit)
+
+
+@bp.app_template_filter("cut_text")
+def cut_text(text: str | None, limit: int = CUT_CHARS) -> Cut:
+    """A text (an error message) as at most ``limit`` characters, and whether it was cut."""
+    text = text or ""
+    if len(text) <= limit:
+        return Cut(text, False)
+    return Cut(text[: limit - 1] + "…", True)
+
+
+def _part(job: JobDetail, part: str) -> Any:
+    """The value ``part`` names: ``arg:N``, ``kwarg:NAME`` or ``error`` (the error message)."""
+    kind, _, name = part.partition(":")
+    if kind == "arg" and name.isdigit() and int(name) < len(job.args):
+        return job.args[int(name)]
+    if kind == "kwarg" and name in job.kwargs:
+        return job.kwargs[name]
+    if part == "error" and job.error_message is not None:
+        return job.error_message
+    raise BadRequest(f"job {job.id} has no value {part[:60]!r}: name arg:N, kwarg:NAME or error")
+
+
+@bp.get(QUEUE + "/jobs/<segment:job_id>/value")
+def job_value(backend: str, system: str, queue: str, job_id: str) -> Response:
+    """One argument (or the error message) of a job in full, up to FULL_CHARS characters: the "show all" of a cut value."""
+    adapter = monitor().adapter(backend, system)
+    if monitor().call(backend, lambda: adapter.inspects(queue)):
+        held = held_inspection(backend, system, queue)
+        if held is None:
+            raise NotFound("this value is in a dead letter: inspect the queue again, then open it from the job's page")
+        detail = held.inspection.detail(job_id)
+    else:
+        detail = monitor().call(backend, lambda: adapter.job(queue, job_id))
+    part = request.args.get("part", "")
+    value = _part(detail, part)
+    shown = cut_text(value, FULL_CHARS) if part == "error" else cut(value, FULL_CHARS)
+    return htmx.render("value.html", "partials/value.html", job=detail, part=part, shown=shown, limit=FULL_CHARS,
+                       backend=backend, system=system, queue=queue, adapter=adapter)  # fmt: skip
 
 
 @bp.post(QUEUE + "/inspect")
@@ -133,6 +209,14 @@ def _act(backend: str, system: str, queue: str, action: str) -> Response:
     verb = {"requeue": "Requeued", "delete": "Deleted", "purge": "Purged"}[action]
     noun = "waiting job" if action == "purge" else "job"
     message = f"{verb} {result.affected:,} {noun}{'' if result.affected == 1 else 's'}."
+    if result.not_found and not result.affected and ids is not ALL and len(ids) == 1:
+        # The job's page offered it, but it left the failed list meanwhile: say where it is now.
+        why, readable = _now_where(backend, system, queue, ids[0])
+        gone = "could not be: already moved or gone" if action == "requeue" else "was already gone"
+        flash(f"{verb} 0 jobs. 1 {gone} — {why}", "warning")
+        if not readable:
+            return redirect(_back(backend, system, queue), code=303)
+        return redirect(url_for("pages.job", backend=backend, system=system, queue=queue, job_id=ids[0]), code=303)
     if result.not_found:
         left = len(result.not_found)
         if action == "requeue":
@@ -144,6 +228,24 @@ def _act(backend: str, system: str, queue: str, action: str) -> Response:
         # The job page of a job that has just left the failed list: go to its queue.
         return redirect(url_for("pages.queue", backend=backend, system=system, queue=queue), code=303)
     return redirect(_back(backend, system, queue), code=303)
+
+
+def _now_where(backend: str, system: str, queue: str, job_id: str) -> tuple[str, bool]:
+    """Why a single job was not requeued or deleted: where it is now, as its page shows it; and
+    whether its page can be shown again without a new read of dead letters (an inspection)."""
+    adapter = monitor().adapter(backend, system)
+    if monitor().call(backend, lambda: adapter.inspects(queue)):  # reading it again would be an inspection
+        return f"message {job_id} is no longer among the dead letters (moved or deleted since they were read).", False
+    try:
+        detail = monitor().call(backend, lambda: adapter.job(queue, job_id))
+    except NotFound:
+        return f"job {job_id} is gone (deleted, or expired from the failed list).", False
+    except AdapterError as exc:
+        return f"job {job_id} is no longer in the failed list (its state could not be read: {exc}).", False
+    if detail.state in (None, "failed"):
+        return f"job {job_id} could not be moved; its page says what the system reports about it.", True
+    return (f"job {job_id} is no longer in the failed list: it is {detail.state.replace('_', ' ')} now "
+            "(requeued or moved by someone or something else first).", True)  # fmt: skip
 
 
 @bp.post(QUEUE + "/failed/requeue")

@@ -53,6 +53,7 @@ def queue_json(stats: QueueStats) -> dict[str, Any]:
         "notes": list(stats.notes),
         "processed_total": stats.processed_total,
         "failed_total": stats.failed_total,
+        "paused": stats.paused,
     }
 
 
