@@ -3,6 +3,7 @@ CI), the Flask app, and real RQ workers."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -25,6 +26,33 @@ from queuewatch import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
+
+
+def _redis_of_this_worker() -> None:
+    """Under pytest-xdist (``make test`` runs ``-n 3``) each worker process starts a redis-server of its
+    own before any test module reads QW_TEST_REDIS_PORT: workers never share a database, and the
+    libraries' workers the tests start inherit the port. It keeps nothing on disk and ends with the worker."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("QW_TEST_REDIS_OWNER") == str(os.getpid()):
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if redis.Redis(port=port, socket_timeout=1).ping():
+                break
+        except redis.RedisError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(f"the worker's redis-server on port {port} did not start") from None
+            time.sleep(0.05)
+    os.environ["QW_TEST_REDIS_PORT"], os.environ["QW_TEST_REDIS_OWNER"] = str(port), str(os.getpid())
+    atexit.register(lambda: (server.terminate(), server.wait(10)))
+
+
+_redis_of_this_worker()
 # QW_TEST_REDIS_PORT: a private redis-server for this run (two runs at once must not share databases).
 REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("QW_TEST_REDIS_PORT", "6379"))
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
