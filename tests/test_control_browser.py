@@ -1,10 +1,11 @@
 """Stopping a running RQ job in headless Chromium, at desktop width and at 390 px: the Stop
 button of an in-progress row (desktop) or of the job's page (phone), the confirmation, and the
-page that follows the job until RQ has recorded it stopped. Screenshots go to /tmp/shots-control."""
+page that follows the job until RQ has recorded it stopped. Screenshots go to $QW_CONTROL_SHOTS (default: queuewatch-shots-control in the temp directory)."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from playwright.sync_api import expect
 from test_control_rq import rq_worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis_db(12)]
-SHOTS = Path(os.environ.get("QW_CONTROL_SHOTS", "/tmp/shots-control"))
+SHOTS = Path(os.environ.get("QW_CONTROL_SHOTS") or Path(tempfile.gettempdir()) / "queuewatch-shots-control")
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ click a state tab, delete a waiting job after confirming, find a job by id from 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +15,7 @@ from playwright.sync_api import expect
 from test_arq_adapter import ArqClient
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis_db(15)]
-SHOTS = Path(os.environ.get("QW_JOBS_SHOTS", "/tmp/shots-jobs"))
+SHOTS = Path(os.environ.get("QW_JOBS_SHOTS") or Path(tempfile.gettempdir()) / "queuewatch-shots-jobs")
 
 
 @pytest.fixture

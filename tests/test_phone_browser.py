@@ -3,13 +3,14 @@ every page of the dashboard — overview, a queue of each kind, a failed job, wo
 failures (triage), operations and one operation, functions, periodic jobs, alerts, audit, login, a jobs list by
 state, a job in any state, a dead-letter queue before and after its inspection — is no
 wider than the screen (tables scroll in their own box), and every navigation link is on
-the screen. Screenshots go to $QW_PHONE_SHOTS (default /tmp/shots-ui/); with
+the screen. Screenshots go to $QW_PHONE_SHOTS (default: queuewatch-shots-ui in the temp directory); with
 $QUEUEWATCH_SCREENSHOTS set (docs/screenshots), the README's phone pictures too."""
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ from test_arq_adapter import ArqClient
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis_db(12)]
 PHONE = {"width": 390, "height": 844}
-SHOTS = Path(os.environ.get("QW_PHONE_SHOTS", "/tmp/shots-ui"))
+SHOTS = Path(os.environ.get("QW_PHONE_SHOTS") or Path(tempfile.gettempdir()) / "queuewatch-shots-ui")
 
 
 def api(base: str, method: str, path: str, body: object | None = None) -> object:
