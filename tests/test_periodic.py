@@ -114,3 +114,34 @@ def test_celery_beat_kept_by_redbeat_is_shown_as_redbeat_itself_reports_and_late
         if beat.poll() is None:
             os.killpg(beat.pid, signal.SIGKILL)
             beat.wait(10)
+
+
+def test_rq_schedulers_repeating_jobs_are_periodic_work_as_rq_scheduler_itself_keeps_them(r, redis_url, client) -> None:
+    """rq-scheduler's interval and cron jobs (its sorted set, the job's pickled meta), read without unpickling;
+    one-off scheduled jobs are not periodic work."""
+    rq_scheduler = pytest.importorskip("rq_scheduler", reason="rq-scheduler is a test dependency (pyproject [test])")
+    from datetime import datetime, timedelta, timezone
+
+    import rq
+    import rq_tasks
+    from conftest import run_rq_worker
+
+    scheduler = rq_scheduler.Scheduler(queue_name="ticks", connection=r)
+    every = scheduler.schedule(datetime.now(timezone.utc).replace(tzinfo=None), rq_tasks.add, args=(1, 2), interval=60, repeat=10)
+    nightly = scheduler.cron("0 3 * * *", rq_tasks.add, args=(3, 4), queue_name="ticks")
+    scheduler.enqueue_in(timedelta(hours=1), rq_tasks.add, 5, 6)  # once: not periodic
+    scheduler.enqueue_jobs()  # rq-scheduler's own move of what is due: the interval job runs now
+    run_rq_worker(redis_url, "ticks")
+    theirs = dict((job.id, when) for job, when in scheduler.get_jobs(with_times=True))
+    before = redis_digest(r)
+    client.application.extensions["queuewatch.monitor"].changed()
+    found = {p["name"]: p for p in client.get("/api/v1/periodic").get_json()["periodic"] if p["runner"] == "rq-scheduler"}
+    assert set(found) == {every.id, nightly.id}
+    ticking = found[every.id]
+    assert (ticking["queue"], ticking["function"], ticking["schedule"], ticking["interval_seconds"]) == ("ticks", "rq_tasks.add", "every 60 s", 60)
+    assert ticking["last_outcome"] == "succeeded" and not ticking["late"]
+    assert "9 more runs (repeat)." in ticking["notes"]
+    assert abs(_ms(ticking["next_run"]) / 1000 - theirs[every.id].replace(tzinfo=timezone.utc).timestamp()) < 1
+    assert rq.job.Job.fetch(every.id, connection=r).meta["repeat"] == 9
+    assert found[nightly.id]["schedule"] == "cron 0 3 * * *" and found[nightly.id]["last_run"] is None
+    assert redis_digest(r) == before

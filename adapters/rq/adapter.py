@@ -32,7 +32,7 @@ from .control import RQControl
 from .detail import read_detail
 from .jobs import EPOCH, format_time, int_of, parse_time, split_member, text_of
 from .keys import REGISTRIES, Keys
-from .periodic import cron_periodic, read_cron, read_groups
+from .periodic import cron_periodic, read_cron, read_groups, read_rq_scheduler
 from .rows import RowReader, failed_row
 from .states import StateLists
 from .timings import RQTimings
@@ -322,11 +322,13 @@ class RQAdapter(RQTimings, RQControl, Adapter):
             return read_cron(self.client, self.keys)
 
     def periodic(self) -> list[Periodic]:
-        """RQ's cron jobs as periodic work: the schedule its scheduler registered, the last run
-        and its outcome (the status of the job it enqueued last), and the next run."""
-        if not self.client.exists(self.keys.cron_jobs, self.keys.cron_schedulers):
-            return []  # no cron here: one command per sample
-        return [cron_periodic(self.backend, self.system, job) for job in self.cron().jobs]
+        """RQ's cron jobs as periodic work (the schedule its scheduler registered, the last run and
+        its outcome, the next run) and rq-scheduler's repeating jobs (interval or cron_string)."""
+        found = []
+        if self.client.exists(self.keys.cron_jobs, self.keys.cron_schedulers):  # no cron here: one command per sample
+            found += [cron_periodic(self.backend, self.system, job) for job in self.cron().jobs]
+        found += read_rq_scheduler(self.client, self.keys, self.backend, self.system)  # rq-scheduler's repeating jobs
+        return found
 
     def groups(self, limit: int = GROUPS_PAGE, jobs_per_group: int = GROUP_JOBS) -> Groups:
         """Job groups by name, each with up to ``jobs_per_group`` jobs and where they are."""

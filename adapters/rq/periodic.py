@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from queuewatch.adapters.decoding import payload
 from queuewatch.adapters.decoding.payload import args_preview
 from queuewatch.adapters.decoding.tracebacks import clip
 
@@ -217,3 +218,64 @@ def cron_periodic(backend: str, system: str, job: CronJob) -> Periodic:
                     interval_seconds=interval, last_run=job.last_run_at, last_outcome=outcome, next_run=job.next_run_at,
                     runner=f"rq cron scheduler {job.scheduler}" if job.scheduler else None,
                     source="rq:cron_jobs and its scheduler's registration", runs=job.runs, notes=tuple(notes))  # fmt: skip
+
+
+# rq-scheduler (the rq-scheduler package): one sorted set of job ids -> next run (Unix seconds),
+# the job hash rq:job:ID re-enqueued at each run, its schedule in the pickled ``meta``
+# (``interval`` seconds or ``cron_string``, and ``repeat`` left). One-off scheduled jobs carry
+# neither and are not periodic work.
+RQ_SCHEDULER_KEY = b"rq:scheduler:scheduled_jobs"
+MAX_SCHEDULED = 500
+META_LIMIT = 64 * 1024
+RQ_SCHEDULER_FIELDS = (b"meta", b"description", b"origin", b"enqueued_at", b"ended_at", b"status")
+
+
+def read_rq_scheduler(client: redis.Redis, keys: Keys, backend: str, system: str) -> list[Periodic]:
+    with client.pipeline(transaction=False) as pipe:
+        pipe.zcard(RQ_SCHEDULER_KEY)
+        pipe.zrange(RQ_SCHEDULER_KEY, 0, MAX_SCHEDULED - 1, withscores=True)
+        count, entries = pipe.execute()
+    if not entries:
+        return []
+    with client.pipeline(transaction=False) as pipe:
+        for job_id, _ in entries:
+            pipe.hstrlen(keys.job(_text(job_id)), b"meta")
+            pipe.hmget(keys.job(_text(job_id)), RQ_SCHEDULER_FIELDS)
+        replies = pipe.execute(raise_on_error=False)
+    found = []
+    more = (f"rq-scheduler holds {count:,} scheduled jobs: the first {MAX_SCHEDULED:,} by next run are read.",) \
+        if count > MAX_SCHEDULED else ()  # fmt: skip
+    for n, (job_id, score) in enumerate(entries):
+        size, fields = replies[2 * n], replies[2 * n + 1]
+        if not isinstance(fields, list) or not isinstance(size, int) or size > META_LIMIT:
+            continue
+        values = dict(zip(RQ_SCHEDULER_FIELDS, fields))
+        meta = payload.decode(values[b"meta"], max_bytes=META_LIMIT).value
+        if not isinstance(meta, dict):
+            continue
+        interval, cron = meta.get("interval"), meta.get("cron_string")
+        if not isinstance(interval, int) and not isinstance(cron, str):
+            continue  # a one-off scheduled job: listed under the queue's scheduled jobs, not here
+        nxt = unix_time(score)
+        last = parse_time(values[b"enqueued_at"])
+        status = text_of(values[b"status"])
+        repeat = meta.get("repeat")
+        notes = list(more)
+        if isinstance(repeat, int):
+            notes.append(f"{repeat:,} more run{'s' if repeat != 1 else ''} (repeat).")
+        learned = False
+        every_s: float | None = float(interval) if isinstance(interval, int) else None
+        if every_s is None and last and nxt and nxt > last:
+            every_s, learned = (nxt - last).total_seconds(), True
+        if learned:
+            notes.append("Interval taken from its last and next run.")
+        description = text_of(values[b"description"]) or ""
+        found.append(Periodic(
+            backend=backend, system=system, queue=text_of(values[b"origin"]), name=_text(job_id),
+            function=description.split("(", 1)[0] or None, schedule=f"cron {cron}" if isinstance(cron, str) else every(every_s),
+            interval_seconds=every_s, last_run=last if status is not None else None,
+            last_outcome=OUTCOME_OF_STATUS.get(status or "") if last else None, next_run=nxt, runner="rq-scheduler",
+            source="rq:scheduler:scheduled_jobs and the job's meta (interval, cron_string, repeat)",
+            notes=tuple(notes),
+        ))  # fmt: skip
+    return found
