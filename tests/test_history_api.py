@@ -194,8 +194,9 @@ def test_history_survives_a_restart(tmp_path, r, redis_url) -> None:
     with serve_queuewatch(tmp_path, *args) as base:
         after = get_json(base + url)["points"]
         assert after[: len(before)] == before
-        sampler = get_json(base + "/api/v1/sampler")
-        assert sampler["this_process"] is True and sampler["interval_seconds"] == 0.5
+        # The restarted process takes the lease at its first tick (the old one gave it up on SIGTERM).
+        wait_until(lambda: get_json(base + "/api/v1/sampler")["this_process"], timeout=10)
+        assert get_json(base + "/api/v1/sampler")["interval_seconds"] == 0.5
 
 
 def test_the_queue_page_and_overview_carry_the_charts(client, r) -> None:

@@ -55,7 +55,9 @@ def test_a_requeue_all_that_stalls_part_of_the_way_says_how_many_moved(r, redis_
             body = response.get_json()
             assert response.status_code == 503 and body["error"]["code"] == "interrupted", body
             moved = r.llen("rq:queue:cut")
-            assert 3000 <= body["done"]["affected"] <= moved <= body["done"]["affected"] + 1000  # the chunk in flight
+            # What it says it did is what Redis has, but for the chunk in flight: its answer may be lost in the
+            # stall even though Redis ran it (the 3,000 seen before the stall may include that chunk).
+            assert moved >= 3000 and body["done"]["affected"] <= moved <= body["done"]["affected"] + 1000
             assert moved + r.zcard("rq:failed:cut") == JOBS  # nothing lost
             [entry] = [e for e in client.get("/api/v1/audit").get_json()["entries"] if e["action"] == "requeue"]
             assert entry["affected"] == body["done"]["affected"] and entry["result"].startswith("interrupted")
@@ -104,7 +106,8 @@ def test_a_redrive_whose_connection_is_cut_says_how_many_moved(tmp_path) -> None
                 proxy.heal()
                 body = answer[0].get_json()
                 assert answer[0].status_code == 503 and "done" in body, body
-                assert body["done"]["affected"] >= 300, body
+                # 300 arrived before the cut; the last one's confirm may have been lost with the connection.
+                assert body["done"]["affected"] >= 299, body
                 wait_for(lambda: ready(vhost, "orders") + ready(vhost, "orders.dlq") >= 2000, 30, what="unacked messages back")
                 total = ready(vhost, "orders") + ready(vhost, "orders.dlq")
                 assert 2000 <= total <= 2001  # at least once: the one confirmed but not yet acked may be in both
