@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlencode
 
 from queuewatch.adapters.base import Adapter, FailedJob
 
@@ -53,6 +54,14 @@ def has_blanks(args: Mapping[str, str]) -> bool:
 
 # Besides the filter's own, what a filtered page's address may carry on (a page size, an inspection).
 KEPT_ARGS = ("limit", "inspection")
+
+
+def with_query(path: str, args: Mapping[str, str]) -> str:
+    """``path`` with the filter's set fields as its query string. The query is encoded here, never
+    spread into ``url_for`` (where a request's keys could set ``_external``, ``_scheme`` or an endpoint
+    argument)."""
+    kept = without_blanks(args)
+    return path + ("?" + urlencode(kept) if kept else "")
 
 
 def without_blanks(args: Mapping[str, str]) -> dict[str, str]:

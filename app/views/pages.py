@@ -61,7 +61,7 @@ def queue(backend: str, system: str, queue: str) -> Response:
     limit = page_limit(request.args.get("limit"), 50)
     cursor = request.args.get("cursor") or None
     if triage.has_blanks(request.args):  # the filter form sends its empty fields: bookmark the short URL
-        return redirect(url_for("pages.queue", backend=backend, system=system, queue=queue, **triage.without_blanks(request.args)))
+        return redirect(triage.with_query(url_for("pages.queue", backend=backend, system=system, queue=queue), request.args))
     flt = triage.Filter.from_args(request.args)  # FilterError: 400 (views.init_errors)
     view = failed_view(backend, system, queue, adapter, flt, limit, cursor)
     fragment = {"counts": "partials/queue_counts.html", "failed": "partials/failed_table.html"}.get(

@@ -55,7 +55,7 @@ def _one(backend: str, system: str, queue: str, flt: Filter) -> Grouping:
 def failures() -> Response | Any:
     """Every queue's failed jobs, grouped by fingerprint."""
     if triage.has_blanks(request.args):  # the filter form sends its empty fields: bookmark the short URL
-        return redirect(url_for("triage.failures", **triage.without_blanks(request.args)))
+        return redirect(triage.with_query(url_for("triage.failures"), request.args))
     flt = Filter.from_args(request.args)
     return htmx.render("failures.html", "partials/groups.html", grouping=_everywhere(flt), flt=flt, scope="everywhere",
                        snapshot=monitor().snapshot())  # fmt: skip
