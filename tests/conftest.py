@@ -68,6 +68,28 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _rq_major() -> int | None:
+    try:
+        import rq
+    except ImportError:
+        return None
+    return int(rq.__version__.split(".")[0])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test of one RQ major line (``@pytest.mark.rq_at_least(N)``) runs in the environments that
+    have it and is deselected in the others, never skipped: `make test` runs the RQ tests again in
+    .venv-rq3, so every one of them runs in CI."""
+    major = _rq_major()
+    drop = [i for i in items if (m := i.get_closest_marker("rq_at_least")) and (major is None or major < m.args[0])]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = [i for i in items if i not in drop]
+    # Browser tests last, together: they share one Chromium, and Playwright's event loop,
+    # once started, would stop the asyncio tests (Arq's client) that come after them.
+    items.sort(key=lambda item: "chromium" in getattr(item, "fixturenames", ()))
+
+
 def unavailable(message: str) -> NoReturn:
     """Something a test needs is missing: skip locally, fail in CI (CI=true), where `make test` provides everything."""
     if IN_CI:
@@ -315,8 +337,3 @@ def shots(tmp_path: Path) -> Path:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "redis_db(n): the Redis database number the test uses")
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Browser tests last, together: they share one Chromium, and Playwright's event loop,
-    once started, would stop the asyncio tests (Arq's client) that come after them."""
-    items.sort(key=lambda item: "chromium" in getattr(item, "fixturenames", ()))

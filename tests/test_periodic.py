@@ -75,7 +75,7 @@ def _ms(text: str) -> float:
 
 
 def test_celery_beat_kept_by_redbeat_is_shown_as_redbeat_itself_reports_and_late_once_beat_stops(r, tmp_path) -> None:
-    pytest.importorskip("redbeat", reason="celery-redbeat is a test dependency (pyproject [test])")
+    import redbeat  # noqa: F401  - a test dependency (pyproject [test]): missing is a failure, never a skip
     import celery_app
 
     env = dict(os.environ, PYTHONPATH=str(TESTS), QW_CELERY_BROKER=celery_app.BROKER, QW_CELERY_BEAT="1")
@@ -119,7 +119,7 @@ def test_celery_beat_kept_by_redbeat_is_shown_as_redbeat_itself_reports_and_late
 def test_rq_schedulers_repeating_jobs_are_periodic_work_as_rq_scheduler_itself_keeps_them(r, redis_url, client) -> None:
     """rq-scheduler's interval and cron jobs (its sorted set, the job's pickled meta), read without unpickling;
     one-off scheduled jobs are not periodic work."""
-    rq_scheduler = pytest.importorskip("rq_scheduler", reason="rq-scheduler is a test dependency (pyproject [test])")
+    import rq_scheduler  # a test dependency (pyproject [test])
     from datetime import datetime, timedelta, timezone
 
     import rq

@@ -359,10 +359,9 @@ def test_rq_1_16_data_is_listed_deleted_and_enqueued_now(r, redis_url, adapter, 
     assert adapter.jobs("old", "scheduled", limit=10).total == 0
 
 
+@pytest.mark.rq_at_least(2)  # rq 1.x keeps no executions
 def test_executions_of_a_job_are_on_its_page(r, redis_url, adapter, tmp_path) -> None:
     """rq 2.x/3.0 keep the runs of a job: each ended run in its results stream, with its worker."""
-    if RQ_MAJOR < 2:
-        pytest.skip("rq 1.x keeps no executions")
     q = rq.Queue("runs", connection=r)
     flag = tmp_path / "flag"
     job = q.enqueue(rq_tasks.fail_unless_exists, str(flag), 1)
@@ -376,7 +375,7 @@ def test_executions_of_a_job_are_on_its_page(r, redis_url, adapter, tmp_path) ->
     assert len(job.results()) == 2
 
 
-@pytest.mark.skipif(RQ_MAJOR < 3, reason="rate limits are rq 3.0's (this test runs in .venv-rq3)")
+@pytest.mark.rq_at_least(3)  # rate limits are rq 3.0's: runs in the rq 3.0 pass (.venv-rq3)
 def test_a_rate_limited_job_enqueued_now_waits_for_its_slot_as_rq_makes_it(r, redis_url, adapter, tmp_path) -> None:
     q = rq.Queue("limited", connection=r)
     ran, limit = tmp_path / "ran", rq.RateLimit("one-at-a-time", 1)
@@ -402,7 +401,7 @@ print(q.enqueue_in(__import__("datetime").timedelta(hours=1), rq_tasks.add, 2, 2
 """
 
 
-@pytest.mark.skipif(RQ_MAJOR < 3, reason="RQ_KEY_PREFIX is rq 3.0's (this test runs in .venv-rq3)")
+@pytest.mark.rq_at_least(3)  # RQ_KEY_PREFIX is rq 3.0's: runs in the rq 3.0 pass (.venv-rq3)
 def test_a_custom_key_prefix_is_read_and_moved_under_it(r, redis_url, tmp_path) -> None:
     env = dict(os.environ, RQ_KEY_PREFIX="myapp.rq")
     made = subprocess.run([sys.executable, "-c", PREFIXED.format(tests=str(TESTS), url=redis_url)], env=env,
