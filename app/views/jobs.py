@@ -11,7 +11,6 @@ held like a dead-letter inspection; moves are audited like requeue and delete.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -22,9 +21,9 @@ from queuewatch.adapters.errors import AdapterError, BackendUnavailable, Interru
 from queuewatch.failures import actions, triage
 from queuewatch.failures.inspections import Held
 from queuewatch.security import audit
-from queuewatch.snapshots.monitor import Monitor
 
 from . import htmx, monitor
+from .fanout import ask_everywhere
 from . import shapes as serialize
 from .errors import Refused
 from .failed_lists import failed_view, inspections
@@ -150,37 +149,9 @@ def move(backend: str, system: str, queue: str, action: str, ids: list[str]) -> 
 def find_everywhere(job_id: str) -> tuple[list[dict[str, str]], list[dict[str, str | None]]]:
     """(matches, backends that could not be asked): every system of every backend asked at once,
     each within FIND_SECONDS, so a slow or down backend costs the answer no more than that."""
-    mon: Monitor = monitor()
-    snapshot = mon.snapshot()
-    unreachable: list[dict[str, str | None]] = []
-    asks = []
-    for status in snapshot.backends:
-        if status.status != "up":
-            unreachable.append({"backend": status.name, "error": status.error or "down"})
-            continue
-        for system in status.systems:
-            asks.append((status.name, system, mon.adapter(status.name, system)))
-    matches: list[dict[str, str]] = []
-    if not asks:
-        return matches, unreachable
-    pool = ThreadPoolExecutor(max_workers=min(16, len(asks)), thread_name_prefix="qw-find")
-    try:
-        futures = {pool.submit(mon.call, name, (lambda a=adapter: a.find(job_id)), FIND_SECONDS): (name, system)
-                   for name, system, adapter in asks}  # fmt: skip
-        done, pending = wait(futures, timeout=FIND_SECONDS + 0.5)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    for future in done:
-        name, system = futures[future]
-        try:
-            found = future.result()
-        except AdapterError as exc:
-            unreachable.append({"backend": name, "system": system, "error": str(exc)[:300]})
-            continue
-        matches += [{"backend": name, "system": system, "queue": queue, "state": state} for queue, state in found]
-    for future in pending:
-        name, system = futures[future]
-        unreachable.append({"backend": name, "system": system, "error": f"did not answer within {FIND_SECONDS:g} s"})
+    answers, unreachable = ask_everywhere(monitor(), lambda a: a.find(job_id), FIND_SECONDS)
+    matches = [{"backend": name, "system": system, "queue": queue, "state": state}
+               for name, system, found in answers for queue, state in found]  # fmt: skip
     key = lambda m: (m["backend"], m["system"], m["queue"], STATES.index(m["state"]) if m["state"] in STATES else 99)  # noqa: E731
     return sorted({tuple(m.items()): m for m in matches}.values(), key=key), unreachable
 

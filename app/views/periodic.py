@@ -10,7 +10,6 @@ alerts (``snapshots/reading.py``).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,6 +20,7 @@ from queuewatch.adapters.errors import AdapterError
 from queuewatch.adapters.periodic import Periodic
 
 from . import monitor
+from .fanout import ask_everywhere
 from .shapes import _time
 
 api = Blueprint("periodic_api", __name__, url_prefix="/api/v1")
@@ -30,37 +30,9 @@ ASK_SECONDS = 3.0
 
 def read_everywhere() -> tuple[list[Periodic], list[dict[str, Any]]]:
     """(every periodic schedule, backends or systems that could not be asked)."""
-    mon = monitor()
-    unreachable: list[dict[str, Any]] = []
-    asks = []
-    for status in mon.snapshot().backends:
-        if status.status != "up":
-            unreachable.append({"backend": status.name, "system": None, "error": status.error or "down"})
-            continue
-        for system in status.systems:
-            adapter = mon.adapter(status.name, system)
-            if type(adapter).periodic is not Adapter.periodic:
-                asks.append((status.name, system, adapter))
-    found: list[Periodic] = []
-    if not asks:
-        return found, unreachable
-    pool = ThreadPoolExecutor(max_workers=min(16, len(asks)), thread_name_prefix="qw-periodic")
-    try:
-        # Shared by every viewer for one poll interval, per backend and system.
-        futures = {pool.submit(mon.read, name, ("periodic", name, system), (lambda a=adapter: a.periodic()),
-                               timeout=ASK_SECONDS): (name, system) for name, system, adapter in asks}  # fmt: skip
-        done, pending = wait(futures, timeout=ASK_SECONDS + 0.5)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    for future in done:
-        name, system = futures[future]
-        try:
-            found += future.result()
-        except AdapterError as exc:
-            unreachable.append({"backend": name, "system": system, "error": str(exc)[:300]})
-    for future in pending:
-        name, system = futures[future]
-        unreachable.append({"backend": name, "system": system, "error": f"did not answer within {ASK_SECONDS:g} s"})
+    answers, unreachable = ask_everywhere(monitor(), lambda a: a.periodic(), ASK_SECONDS, shared="periodic",
+                                          asks_too=lambda a: type(a).periodic is not Adapter.periodic)  # fmt: skip
+    found = [p for _, _, listed in answers for p in listed]
     return sorted(found, key=lambda p: (p.backend, p.system, p.queue or "", p.name)), unreachable
 
 
